@@ -1,0 +1,112 @@
+"""The `aiva` command line: serve, config show, config validate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from aiva.errors import SettingsError
+from aiva.settings import LoadedSettings, load_settings, mask_value, to_dict
+from aiva.settings.layers import leaves, source_of
+
+EXIT_OK = 0
+EXIT_SETTINGS = 2
+
+ENV_OPTION = click.option(
+    "--env",
+    "env",
+    default=None,
+    help="Environment section to use (overrides AIVA_ENV; default: development).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aiva")
+def cli() -> None:
+    """aiva: the OpenTelemetry-native core of a Python service."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to bind (overrides server.host).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides server.port)."
+)
+@ENV_OPTION
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Worker processes (overrides server.workers).",
+)
+def serve(host: str | None, port: int | None, env: str | None, workers: int | None) -> None:
+    """Run the service under uvicorn until SIGTERM or SIGINT; exit 0 after a clean shutdown."""
+    overrides = {
+        "AIVA_ENV": env,
+        "AIVA_SERVER__HOST": host,
+        "AIVA_SERVER__PORT": None if port is None else str(port),
+        "AIVA_SERVER__WORKERS": None if workers is None else str(workers),
+    }
+    # The command line is the top layer: passed on as variables, so that worker
+    # processes (which build their app from the environment) see the same settings.
+    os.environ.update({k: v for k, v in overrides.items() if v is not None})
+    loaded = _load(os.environ, None)
+    from aiva.server import run
+
+    run(loaded.settings)
+
+
+@cli.group()
+def config() -> None:
+    """Inspect and validate the layered settings."""
+
+
+@config.command("show")
+@click.option("--sources", is_flag=True, help="Name the layer each value came from.")
+@ENV_OPTION
+def config_show(sources: bool, env: str | None) -> None:
+    """Print the effective settings (secrets masked)."""
+    loaded = _load(os.environ, env)
+    effective = {k: mask_value(k, v) for k, v in to_dict(loaded.settings).items()}
+    if not sources:
+        click.echo(yaml.safe_dump(effective, sort_keys=False), nl=False)
+        return
+    click.echo(f"# environment: {loaded.env}; settings folder: {loaded.config_dir.resolve()}")
+    for key, value in leaves(effective):
+        shown = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        shown = shown.removesuffix("\n...").removesuffix("...").strip()
+        click.echo(f"{key} = {shown}    # {source_of(key, loaded.sources)}")
+
+
+@config.command("validate")
+@ENV_OPTION
+def config_validate(env: str | None) -> None:
+    """Validate every settings layer; print each problem with its key and source."""
+    loaded = _load(os.environ, env)
+    files = sorted({s for s in loaded.sources.values() if s.startswith("/")})
+    click.echo(f"settings valid (environment {loaded.env}; files: {', '.join(files) or 'none'})")
+
+
+def _load(environ: Mapping[str, str], env: str | None) -> LoadedSettings:
+    try:
+        return load_settings(environ, env=env)
+    except SettingsError as error:
+        _fail(error)
+
+
+def _fail(error: SettingsError) -> NoReturn:
+    for problem in error.problems:
+        click.echo(f"settings error: {problem}", err=True)
+    sys.exit(error.exit_code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    # SIGPIPE default: `aiva config show | head` ends quietly instead of with a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    return cli.main(args=argv, prog_name="aiva")

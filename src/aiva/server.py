@@ -1,0 +1,67 @@
+"""Running the app under uvicorn, with a clean exit after a graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from aiva.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Workers build their own app from the environment (settings travel as variables).
+APP_FACTORY = "aiva.web.app:create_app"
+
+
+def run(settings: Settings, app: ASGIApp | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, finishing in-flight requests within the graceful timeout.
+
+    `app` defaults to `create_app(settings)`; with several workers each builds its own.
+    """
+    server_settings = settings.server
+    common: dict[str, Any] = {
+        "host": server_settings.host,
+        "port": server_settings.port,
+        "timeout_graceful_shutdown": server_settings.graceful_timeout_s,
+        "log_config": None,  # aiva configures logging itself, in one place
+        "access_log": False,  # replaced by aiva's structured access log
+        "lifespan": "on",
+        "server_header": False,
+    }
+    if server_settings.workers > 1:
+        uvicorn.run(APP_FACTORY, factory=True, workers=server_settings.workers, **common)
+        return
+    if app is None:
+        from aiva.web.app import create_app
+
+        app = create_app(settings)
+    config = uvicorn.Config(app, **common)
+    with _exit_cleanly_after_shutdown():
+        uvicorn.Server(config).run()
+
+
+class _exit_cleanly_after_shutdown:
+    """Make the signal uvicorn re-raises after its graceful shutdown end the process with 0.
+
+    uvicorn restores the handlers it found and raises the captured signal again once it
+    has shut down; with the default handlers that kills the process (exit -15) after the
+    work is done. The handlers installed here are the ones it finds and restores.
+    """
+
+    def __enter__(self) -> None:
+        self._previous = {
+            sig: signal.signal(sig, self._after_shutdown) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _after_shutdown(signum: int, frame: FrameType | None) -> None:
+        logger.info("shut down after %s", signal.Signals(signum).name)

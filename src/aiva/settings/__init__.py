@@ -1,0 +1,79 @@
+"""Layered settings: dynaconf reads the layers once, the rest of aiva gets frozen dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiva.errors import SettingsError
+from aiva.settings.build import build, derive, normalise, to_dict
+from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, merge, read_layers
+from aiva.settings.masking import mask_value
+from aiva.settings.model import CheckSettings, Settings
+from aiva.settings.validate import validate
+
+__all__ = [
+    "CheckSettings",
+    "LoadedSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "mask_value",
+    "to_dict",
+]
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The effective settings with where each value came from."""
+
+    settings: Settings
+    sources: Mapping[str, str]
+    env: str
+    config_dir: Path
+
+
+def load_settings(
+    environ: Mapping[str, str],
+    *,
+    env: str | None = None,
+    config_dir: str | Path | None = None,
+) -> LoadedSettings:
+    """Read, merge and validate every layer; raise SettingsError listing every problem.
+
+    `environ` is the process environment (injected, so tests and reloads pass their own);
+    `env` and `config_dir` override `AIVA_ENV` and `AIVA_CONFIG_DIR`.
+    """
+    from aiva import __version__
+
+    env = env or environ.get("AIVA_ENV") or DEFAULT_ENV
+    folder = Path(config_dir or environ.get("AIVA_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+    layers, problems = read_layers(environ, env, folder)
+    merged = merge(layers)
+    origins = dict(merged.origins)
+    _note_derived(merged.data, origins, env)
+    data = derive(normalise(merged.data), env=env, version=__version__)
+    problems += validate(data, origins)
+    if problems:
+        raise SettingsError(problems)
+    return LoadedSettings(build(data), origins, env, folder)
+
+
+def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str) -> None:
+    """Provenance of the keys `derive` fills from others."""
+    derived = {
+        "service.version": "package version",
+        "service.environment": f"the active environment ({env})",
+        "telemetry.logs.otlp": "derived from telemetry.otlp.endpoint",
+        "health.cache_ttl_s": "derived from health.interval_s",
+    }
+    for key, origin in derived.items():
+        if _get(data, key.split(".")) is None:
+            origins[key] = origin
+
+
+def _get(data: object, path: list[str]) -> object:
+    for part in path:
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return data

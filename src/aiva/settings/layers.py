@@ -1,0 +1,243 @@
+"""The six settings layers, read through dynaconf and merged key by key with provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from dynaconf import Dynaconf
+from dynaconf.loaders import json_loader, toml_loader, yaml_loader
+from dynaconf.utils.parse_conf import parse_conf_data
+
+from aiva.errors import Problem
+from aiva.settings.model import Settings
+
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "defaults.yaml"
+DEFAULTS_SOURCE = "package defaults"
+DEFAULT_ENV = "development"
+DEFAULT_CONFIG_DIR = "config"
+
+# The file layers, lowest first; each may be written in any one of these formats.
+FILE_LAYERS = ("settings", "settings.local", ".secrets")
+_LOADERS = {
+    ".yaml": yaml_loader,
+    ".yml": yaml_loader,
+    ".toml": toml_loader,
+    ".json": json_loader,
+}
+# Variables that pick the environment and the folder; they are not settings keys.
+_SWITCHES = frozenset({"AIVA_ENV", "AIVA_CONFIG_DIR"})
+_SECTION_NAMES = frozenset(f.upper() for f in Settings.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings: its nested data and, per dotted leaf key, where it came from."""
+
+    data: dict[str, Any]
+    origins: dict[str, str]
+
+
+def read_layers(
+    environ: Mapping[str, str], env: str, config_dir: Path
+) -> tuple[list[Layer], list[Problem]]:
+    """Every layer in order, lowest first, and the problems met while reading them."""
+    problems: list[Problem] = []
+    layers = [_file_layer(DEFAULTS_FILE, None, DEFAULTS_SOURCE)]
+    for stem in FILE_LAYERS:
+        folder = config_dir.resolve()
+        found = sorted(p for p in (folder / f"{stem}{ext}" for ext in _LOADERS) if p.is_file())
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            problems.append(
+                Problem(stem, f"one format per settings file, found {names}", str(config_dir))
+            )
+            continue
+        if found:
+            try:
+                layers.append(_file_layer(found[0], env, str(found[0])))
+            except _FileError as error:
+                problems.append(error.problem)
+    layers.append(_otel_layer(environ, problems))
+    layers.append(_aiva_layer(environ))
+    return layers, problems
+
+
+def merge(layers: list[Layer]) -> Layer:
+    """Layers merged in order: later values win, nested tables merge key by key."""
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for layer in layers:
+        _merge_into(data, layer.data)
+        for key, origin in layer.origins.items():
+            # A table replaced by a plain value takes its keys' provenance with it.
+            for stale in [k for k in origins if k.startswith(key + ".")]:
+                del origins[stale]
+            origins[key] = origin
+    return Layer(data, origins)
+
+
+def source_of(key: str, origins: Mapping[str, str]) -> str:
+    """Where a dotted key's effective value came from (its own, a child's or a parent's)."""
+    if key in origins:
+        return origins[key]
+    children = [origin for k, origin in origins.items() if k.startswith(key + ".")]
+    if children:
+        return children[-1]
+    parent = key.rpartition(".")[0]
+    return source_of(parent, origins) if parent else DEFAULTS_SOURCE
+
+
+def leaves(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every leaf; an empty table counts as a leaf."""
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and value:
+            yield from leaves(value, key + ".")
+        else:
+            yield key, value
+
+
+class _FileError(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _file_layer(path: Path, env: str | None, source: str) -> Layer:
+    """Read one settings file through dynaconf's own loaders.
+
+    We call the loader per file instead of listing every file in one Dynaconf:
+    dynaconf would then add `<name>.local.<ext>` on its own and merge all files
+    into one history, and we need to know which layer each key came from.
+    """
+    loader = _LOADERS[path.suffix]
+    holder = Dynaconf(
+        environments=env is not None, env=env or DEFAULT_ENV, loaders=[], merge_enabled=True
+    )
+    try:
+        loader.load(holder, env=None, silent=True, key=None, filename=str(path))
+    except Exception as error:
+        raise _FileError(Problem(path.name, _parse_message(error), source)) from error
+    data = _lower_top(holder.as_dict())
+    if env is not None:
+        _check_sections(path, source)
+    return Layer(data, {key: source for key, _ in leaves(data)})
+
+
+def _check_sections(path: Path, source: str) -> None:
+    """Settings written outside an environment section would be silently ignored: refuse."""
+    flat = Dynaconf(environments=False, loaders=[])
+    _LOADERS[path.suffix].load(flat, env=None, silent=True, key=None, filename=str(path))
+    misplaced = sorted(k.lower() for k in flat.as_dict() if k.upper() in _SECTION_NAMES)
+    if misplaced:
+        raise _FileError(
+            Problem(
+                misplaced[0],
+                "must sit inside an environment section (default, development, testing, "
+                "production, ...)",
+                source,
+            )
+        )
+
+
+def _parse_message(error: Exception) -> str:
+    """A parser's message folded to one line (it names the file, line and column)."""
+    text = " ".join(str(error).split())
+    return f"cannot be parsed: {text}"
+
+
+def _lower_top(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in data.items()}
+
+
+def _merge_into(target: dict[str, Any], source: Mapping[str, Any]) -> None:
+    for name, value in source.items():
+        current = target.get(name)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _merge_into(current, value)
+        elif isinstance(value, dict):
+            target[name] = {}
+            _merge_into(target[name], value)
+        else:
+            target[name] = value
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        child = data.get(part)
+        if not isinstance(child, dict):
+            child = data[part] = {}
+        data = child
+    data[last] = value
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    """The `k1=v1,k2=v2` form of OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(item)
+        pairs[unquote(name.strip())] = unquote(value.strip())
+    return pairs
+
+
+def _disabled(text: str) -> bool:
+    # The OpenTelemetry spec: only a case-insensitive "true" disables the SDK.
+    return text.strip().lower() != "true"
+
+
+def _float_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# The standard OpenTelemetry variables this layer reads, with their key and parser.
+OTEL_VARIABLES: Mapping[str, tuple[str, Callable[[str], Any]]] = {
+    "OTEL_SERVICE_NAME": ("service.name", str),
+    "OTEL_RESOURCE_ATTRIBUTES": ("telemetry.resource_attributes", _parse_pairs),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("telemetry.otlp.endpoint", str),
+    "OTEL_EXPORTER_OTLP_PROTOCOL": ("telemetry.otlp.protocol", str),
+    "OTEL_EXPORTER_OTLP_HEADERS": ("telemetry.otlp.headers", _parse_pairs),
+    "OTEL_TRACES_SAMPLER_ARG": ("telemetry.traces.sampler_ratio", _float_or_text),
+    "OTEL_SDK_DISABLED": ("telemetry.enabled", _disabled),
+}
+
+
+def _otel_layer(environ: Mapping[str, str], problems: list[Problem]) -> Layer:
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for variable, (key, parse) in OTEL_VARIABLES.items():
+        if variable not in environ:
+            continue
+        source = f"environment variable {variable}"
+        try:
+            value = parse(environ[variable])
+        except ValueError as error:
+            problems.append(Problem(key, f"malformed entry {str(error)!r}, want k=v,...", source))
+            continue
+        _set_path(data, key, value)
+        origins.update((leaf, source) for leaf, _ in leaves({key: value}))
+    return Layer(data, origins)
+
+
+def _aiva_layer(environ: Mapping[str, str]) -> Layer:
+    """`AIVA_A__B=value` sets `a.b`; values are typed as dynaconf types them (TOML literals)."""
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for variable in sorted(environ):
+        if not variable.startswith("AIVA_") or variable in _SWITCHES:
+            continue
+        key = ".".join(part.lower() for part in variable[len("AIVA_") :].split("__"))
+        value = parse_conf_data(environ[variable], tomlfy=True, box_settings={})
+        _set_path(data, key, value)
+        source = f"environment variable {variable}"
+        origins.update((leaf, source) for leaf, _ in leaves({key: value}))
+    return Layer(data, origins)

@@ -1,0 +1,49 @@
+"""Masking of secret settings values for every output: logs, responses, CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiva.settings.model import SECRET_KEYS
+
+MASK = "****"
+_SECRET_SUFFIXES = (".password", ".api_key", ".token", ".secret")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a dotted key names a secret (or lies under one, like a header value)."""
+    return (
+        key in SECRET_KEYS
+        or key.endswith(_SECRET_SUFFIXES)
+        or any(key.startswith(secret + ".") for secret in SECRET_KEYS)
+    )
+
+
+def mask_url(text: str) -> str:
+    """Replace the password of a URL or DSN (`scheme://user:pass@host`) with the mask."""
+    if "://" not in text or "@" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc}"))
+
+
+def mask_value(key: str, value: Any) -> Any:
+    """The value as it may be shown for `key`: secrets masked, nested mappings walked."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if is_secret_key(key):
+            return {name: MASK for name in value}
+        return {name: mask_value(f"{key}.{name}", item) for name, item in value.items()}
+    if is_secret_key(key):
+        return MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, list | tuple):
+        return [mask_value(key, item) for item in value]
+    return value

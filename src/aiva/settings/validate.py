@@ -1,0 +1,276 @@
+"""Validation of the merged settings: dynaconf validators built from the typed model."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from dynaconf import Dynaconf, Validator
+from dynaconf.validator import ValidationError
+
+from aiva.errors import Problem
+from aiva.settings.layers import source_of
+from aiva.settings.masking import mask_value
+from aiva.settings.model import (
+    CHECK_COMMON_KEYS,
+    CHECK_OPTIONS,
+    CheckSettings,
+    OptionRule,
+    Settings,
+)
+
+FREE_FORM_SECTIONS = frozenset({"app"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One rule on one dotted key: the text users read and the dynaconf validator enforcing it."""
+
+    key: str
+    text: str
+    validator: Validator
+    shows_value: bool = True
+
+
+def validate(data: Mapping[str, Any], origins: Mapping[str, str]) -> list[Problem]:
+    """Every problem with the merged settings, one per key (the first rule it breaks)."""
+    holder = Dynaconf(environments=False, loaders=[])
+    holder.update(data)
+    problems = list(_unknown_keys(data, origins))
+    failed: set[str] = {p.key for p in problems}
+    for rule in _rules(data):
+        if rule.key in failed or any(rule.key.startswith(k + ".") for k in failed):
+            continue
+        if _breaks(rule.validator, holder):
+            failed.add(rule.key)
+            value = repr(mask_value(rule.key, _get(data, rule.key)))
+            problems.append(
+                Problem(
+                    rule.key,
+                    rule.text,
+                    source_of(rule.key, origins),
+                    value if rule.shows_value else None,
+                )
+            )
+    # A value derived from a bad key is bad for the same reason: report the key once.
+    return [p for p in problems if p.source.removeprefix("derived from ") not in failed]
+
+
+def _breaks(validator: Validator, holder: Dynaconf) -> bool:
+    try:
+        validator.validate(holder)
+    except ValidationError:
+        return True
+    return False
+
+
+# --- unknown keys ---------------------------------------------------------------
+
+
+def _unknown_keys(data: Mapping[str, Any], origins: Mapping[str, str]) -> Iterator[Problem]:
+    for name, value in data.items():
+        if name in FREE_FORM_SECTIONS:
+            continue
+        if name not in Settings.__dataclass_fields__:
+            yield _unknown(name, origins)
+            continue
+        section = _hints(Settings)[name]
+        if isinstance(value, dict):
+            yield from _unknown_in(section, value, name, origins)
+
+
+def _unknown_in(
+    cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str, str]
+) -> Iterator[Problem]:
+    hints = _hints(cls)
+    for name, value in data.items():
+        key = f"{prefix}.{name}"
+        if name not in hints:
+            yield _unknown(key, origins)
+        elif key == "health.checks" and isinstance(value, dict):
+            for check, spec in value.items():
+                if isinstance(spec, dict):
+                    yield from _unknown_check_keys(f"{key}.{check}", spec, origins)
+        elif dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            yield from _unknown_in(hints[name], value, key, origins)
+
+
+def _unknown_check_keys(
+    prefix: str, spec: Mapping[str, Any], origins: Mapping[str, str]
+) -> Iterator[Problem]:
+    allowed = CHECK_COMMON_KEYS | set(CHECK_OPTIONS.get(str(spec.get("type")), {}))
+    for name in spec:
+        if name not in allowed:
+            yield _unknown(f"{prefix}.{name}", origins)
+
+
+def _unknown(key: str, origins: Mapping[str, str]) -> Problem:
+    return Problem(key, "is not a known setting (a typo?)", source_of(key, origins))
+
+
+# --- rules from the model -------------------------------------------------------
+
+
+def _rules(data: Mapping[str, Any]) -> Iterator[Rule]:
+    for name, kind in _hints(Settings).items():
+        if name in FREE_FORM_SECTIONS:
+            continue
+        yield from _rules_for(name, kind, {}, data)
+
+
+def _rules_for(key: str, kind: Any, constraints: Mapping[str, Any], data: Any) -> Iterator[Rule]:
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        yield _rule(key, "must be a table of settings", lambda v: isinstance(v, dict))
+        if key == "health":
+            yield from _check_rules(_get(data, "health.checks"))
+        for f in dataclasses.fields(kind):
+            if key == "health" and f.name == "checks":
+                continue
+            yield from _rules_for(f"{key}.{f.name}", _hints(kind)[f.name], f.metadata, data)
+        return
+    text, test = _type_rule(kind)
+    yield _rule(key, text, test)
+    if _get(data, key) is not None:
+        yield from _constraint_rules(key, constraints)
+
+
+def _check_rules(checks: Any) -> Iterator[Rule]:
+    yield _rule("health.checks", "must be a table of checks", lambda v: isinstance(v, dict))
+    if not isinstance(checks, dict):
+        return
+    hints = _hints(CheckSettings)
+    fields = {f.name: f for f in dataclasses.fields(CheckSettings)}
+    for name, spec in checks.items():
+        prefix = f"health.checks.{name}"
+        yield _rule(prefix, "must be a table", lambda v: isinstance(v, dict))
+        if not isinstance(spec, dict):
+            continue
+        yield Rule(
+            f"{prefix}.type", "is required", Validator(f"{prefix}.type", must_exist=True), False
+        )
+        for common in sorted(CHECK_COMMON_KEYS):
+            if common in spec:
+                key = f"{prefix}.{common}"
+                yield from _rules_for(key, hints[common], fields[common].metadata, {})
+                if spec[common] is not None:
+                    yield from _constraint_rules(key, fields[common].metadata)
+        options = CHECK_OPTIONS.get(str(spec.get("type")), {})
+        for option, option_rule in options.items():
+            yield from _option_rules(f"{prefix}.{option}", option_rule, spec.get(option))
+
+
+def _option_rules(key: str, option: OptionRule, value: Any) -> Iterator[Rule]:
+    if option.required:
+        yield Rule(key, "is required for this check type", Validator(key, must_exist=True), False)
+    if value is None:
+        return
+    text, test = _type_rule(option.kind)
+    yield _rule(key, text, test)
+    yield from _constraint_rules(key, option.constraints)
+
+
+def _constraint_rules(key: str, constraints: Mapping[str, Any]) -> Iterator[Rule]:
+    low, high = constraints.get("ge"), constraints.get("le")
+    if low is not None and high is not None:
+        yield Rule(key, f"must be between {low} and {high}", Validator(key, gte=low, lte=high))
+    elif low is not None:
+        yield Rule(key, f"must be at least {low}", Validator(key, gte=low))
+    if constraints.get("gt") is not None:
+        yield Rule(
+            key, f"must be greater than {constraints['gt']}", Validator(key, gt=constraints["gt"])
+        )
+    if constraints.get("nonempty"):
+        yield _rule(key, "must not be empty", lambda v: bool(str(v).strip()))
+    if constraints.get("path"):
+        yield _rule(key, "must be a path starting with /", _all_paths)
+    schemes = constraints.get("url_schemes")
+    if schemes:
+        yield _rule(key, f"must be a URL ({', '.join(schemes)})", lambda v: _is_url(v, schemes))
+
+
+def _rule(key: str, text: str, test: Callable[[Any], bool]) -> Rule:
+    # dynaconf calls `condition` with the value; a missing key passes (the model's
+    # defaults make every key exist; required check options use must_exist).
+    return Rule(key, text, Validator(key, condition=_safe(test)))
+
+
+def _safe(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def run(value: Any) -> bool:
+        try:
+            return bool(test(value))
+        except (TypeError, ValueError):
+            return False
+
+    return run
+
+
+# --- types ----------------------------------------------------------------------
+
+
+def _type_rule(kind: Any) -> tuple[str, Callable[[Any], bool]]:
+    """The text and test of "the value has this annotated type"."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        text, test = _type_rule(inner)
+        return f"{text} or null", lambda v: v is None or test(v)
+    if origin is typing.Literal:
+        return f"must be one of {', '.join(map(str, args))}", lambda v: v in args
+    if origin is tuple:
+        text, test = _type_rule(args[0])
+        return (
+            f"must be a list ({text.removeprefix('must be ')} each)",
+            lambda v: isinstance(v, list | tuple) and all(test(i) for i in v),
+        )
+    if origin in (Mapping, dict) or kind in (Mapping, dict):
+        if args and args[1] is str:
+            return (
+                "must be a table of strings",
+                lambda v: (
+                    isinstance(v, dict)
+                    and all(isinstance(k, str) and isinstance(i, str) for k, i in v.items())
+                ),
+            )
+        return "must be a table", lambda v: isinstance(v, dict)
+    return _SCALARS[kind if isinstance(kind, type) else tuple(kind)]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_SCALARS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("must be true or false", lambda v: isinstance(v, bool)),
+    int: ("must be a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("must be a number", _is_number),
+    (int, float): ("must be a number", _is_number),
+    str: ("must be a string", lambda v: isinstance(v, str)),
+}
+
+
+def _is_url(value: Any, schemes: tuple[str, ...]) -> bool:
+    parts = urlsplit(str(value))
+    if parts.scheme not in schemes:
+        return False
+    return parts.scheme == "unix" or bool(parts.hostname)
+
+
+def _all_paths(value: Any) -> bool:
+    items = value if isinstance(value, list | tuple) else [value]
+    return all(isinstance(i, str) and i.startswith("/") for i in items)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _get(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data

@@ -1,0 +1,1 @@
+"""Telemetry: logs, traces and metrics through one OpenTelemetry SDK pipeline."""

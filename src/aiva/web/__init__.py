@@ -1,0 +1,1 @@
+"""The Starlette application: factory, lifespan, middleware and routes."""

@@ -1,0 +1,1 @@
+"""aiva's own routes, one module per endpoint family."""

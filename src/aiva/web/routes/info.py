@@ -1,0 +1,52 @@
+"""`GET /` and `GET /info`: who this service is, and how it runs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from aiva.settings import mask_value, to_dict
+from aiva.web.lifespan import app_state
+
+
+async def root(request: Request) -> JSONResponse:
+    service = app_state(request).settings.service
+    return JSONResponse(
+        {"service": service.name, "version": service.version, "environment": service.environment}
+    )
+
+
+async def info(request: Request) -> JSONResponse:
+    state = app_state(request)
+    settings = state.settings
+    body: dict[str, Any] = {
+        "service": {
+            "name": settings.service.name,
+            "version": settings.service.version,
+            "environment": settings.service.environment,
+        },
+        "build": {
+            "python": sys.version.split()[0],
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+        },
+        "runtime": {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": state.started_at.isoformat(),
+            "uptime_seconds": round(time.monotonic() - state.started_monotonic, 3),
+        },
+        "settings": {name: mask_value(name, value) for name, value in to_dict(settings).items()},
+    }
+    return JSONResponse(body)
+
+
+ROUTES = [Route("/", root, methods=["GET"]), Route("/info", info, methods=["GET"])]

@@ -1,0 +1,1 @@
+"""Reusable test infrastructure: real processes on free loopback ports, stopped by PID."""

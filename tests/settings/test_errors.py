@@ -1,0 +1,151 @@
+"""Every settings error path: one problem a line, with key, masked value, rule and layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aiva.errors import SettingsError
+from aiva.settings import load_settings
+from tests.conftest import WriteConfig
+
+
+def problems(folder: Path | str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ or {}, config_dir=folder)
+    return [str(p) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AIVA_SERVER__PORT", "70000", "server.port: must be between 1 and 65535, got 70000"),
+        ("AIVA_SERVER__PORT", "0", "server.port: must be between 1 and 65535, got 0"),
+        ("AIVA_SERVER__PORT", "abc", "server.port: must be a whole number, got 'abc'"),
+        ("AIVA_SERVER__WORKERS", "0", "server.workers: must be at least 1, got 0"),
+        (
+            "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO",
+            "1.5",
+            "telemetry.traces.sampler_ratio: must be between 0 and 1, got 1.5",
+        ),
+        ("AIVA_HEALTH__INTERVAL_S", "0", "health.interval_s: must be greater than 0, got 0"),
+        (
+            "AIVA_TELEMETRY__OTLP__PROTOCOL",
+            "udp",
+            "telemetry.otlp.protocol: must be one of grpc, http/protobuf, got 'udp'",
+        ),
+        (
+            "AIVA_TELEMETRY__LOGS__LEVEL",
+            "LOUD",
+            "telemetry.logs.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        ),
+        ("AIVA_TELEMETRY__ENABLED", "yes", "telemetry.enabled: must be true or false, got 'yes'"),
+        (
+            "AIVA_TELEMETRY__OTLP__ENDPOINT",
+            "collector:4317",
+            "telemetry.otlp.endpoint: must be a URL (http, https)",
+        ),
+        ("AIVA_REDIS__URL", "http://x", "redis.url: must be a URL (redis, rediss, unix)"),
+        (
+            "AIVA_TELEMETRY__METRICS__PROMETHEUS__PATH",
+            "metrics",
+            "telemetry.metrics.prometheus.path: must be a path starting with /",
+        ),
+        ("AIVA_DATABASE__SSL_MODE", "maybe", "database.ssl_mode: must be one of disable"),
+    ],
+)
+def test_rule_violations_name_key_value_rule_and_layer(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    [line] = problems(tmp_path, {variable: value})
+    assert line.startswith(expected), line
+    assert line.endswith(f"(from environment variable {variable})")
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    lines = problems(tmp_path, {"AIVA_SERVER__PORT": "0", "AIVA_HEALTH__TIMEOUT_S": "-1"})
+    assert [line.split(":")[0] for line in lines] == ["server.port", "health.timeout_s"]
+
+
+def test_unknown_keys_are_reported(write_config: WriteConfig) -> None:
+    folder = write_config(
+        {"settings.yaml": "default:\n  telemetry:\n    otlp:\n      endpiont: http://c:4317\n"}
+    )
+    [line] = problems(folder, {"AIVA_SERVER_PORT": "1"})[:1]
+    assert line == (
+        "telemetry.otlp.endpiont: is not a known setting (a typo?) "
+        f"(from {folder.resolve() / 'settings.yaml'})"
+    )
+    lines = problems(folder, {"AIVA_SERVER_PORT": "1"})
+    assert "server_port: is not a known setting (a typo?) " in lines[1]
+    assert lines[1].endswith("(from environment variable AIVA_SERVER_PORT)")
+
+
+def test_yaml_syntax_error_names_file_and_line(write_config: WriteConfig) -> None:
+    folder = write_config({"settings.yaml": "default:\n  server:\n    port: 1\n   host: x\n"})
+    [line] = problems(folder)
+    assert line.startswith("settings.yaml: cannot be parsed")
+    assert "line 4" in line
+    assert line.endswith(f"(from {folder.resolve() / 'settings.yaml'})")
+
+
+def test_toml_syntax_error_names_file_and_line(write_config: WriteConfig) -> None:
+    folder = write_config({"settings.local.toml": "[default.server]\nport = \n"})
+    [line] = problems(folder)
+    assert line.startswith("settings.local.toml: cannot be parsed")
+    assert "line 2" in line
+
+
+def test_two_formats_of_one_file_is_an_error(write_config: WriteConfig) -> None:
+    folder = write_config({"settings.yaml": "default: {}\n", "settings.toml": "[default]\n"})
+    [line] = problems(folder)
+    assert line.startswith(
+        "settings: one format per settings file, found settings.toml, settings.yaml"
+    )
+
+
+def test_settings_outside_an_environment_section_are_refused(write_config: WriteConfig) -> None:
+    folder = write_config({"settings.yaml": "server:\n  port: 9000\n"})
+    [line] = problems(folder)
+    assert line.startswith("server: must sit inside an environment section")
+
+
+def test_secret_values_are_masked_in_errors(write_config: WriteConfig) -> None:
+    folder = write_config(
+        {
+            ".secrets.yaml": "default:\n  database:\n    password: 123456\n  security:\n    api_key: 42\n"
+        }
+    )
+    lines = problems(folder, {"AIVA_REDIS__URL": "http://user:hunter2@host"})
+    text = "\n".join(lines)
+    assert "database.password: must be a string or null, got '****'" in text
+    assert "security.api_key: must be a string or null, got '****'" in text
+    assert "redis.url: must be a URL (redis, rediss, unix), got 'http://user:****@host'" in text
+    assert "123456" not in text and "hunter2" not in text
+
+
+def test_malformed_otel_headers_are_refused(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, {"OTEL_EXPORTER_OTLP_HEADERS": "novalue"})
+    assert line.startswith("telemetry.otlp.headers: malformed entry 'novalue'")
+    assert line.endswith("(from environment variable OTEL_EXPORTER_OTLP_HEADERS)")
+
+
+def test_health_check_rules(write_config: WriteConfig) -> None:
+    folder = write_config(
+        {
+            "settings.yaml": (
+                "default:\n  health:\n    checks:\n"
+                "      web:\n        type: http\n"
+                "      odd:\n        type: sonar\n"
+                "      db:\n        type: postgres\n        critical: maybe\n        colour: red\n"
+                "      disk:\n        probes: [ready, sometimes]\n"
+            )
+        }
+    )
+    text = "\n".join(problems(folder))
+    assert "health.checks.web.url: is required for this check type" in text
+    assert "health.checks.odd.type: must be one of postgres, redis, http" in text
+    assert "health.checks.db.colour: is not a known setting" in text
+    assert "health.checks.db.critical: must be true or false, got 'maybe'" in text
+    assert "health.checks.disk.probes: must be a list (one of live, ready, startup each)" in text

@@ -1,0 +1,157 @@
+"""`aiva serve` as users run it: a real process, real sockets, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.ports import free_port
+from infra.service import REPO_ROOT, AivaService, service_env
+
+
+def test_serves_root_on_embedded_defaults(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    with service.client() as client:
+        response = client.get("/")
+    assert response.status_code == 200
+    assert response.json() == {"service": "aiva", "version": "0.1.0", "environment": "development"}
+    assert response.headers["x-request-id"]
+
+
+def test_sigterm_exits_0_after_graceful_shutdown(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    assert service.terminate(timeout=15) == 0
+    assert "shut down after SIGTERM" in service.log_text()
+
+
+def test_options_and_env_sections_reach_the_server(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    settings = (
+        "default:\n  service:\n    name: svc-default\nproduction:\n  service:\n    name: svc-prod\n"
+    )
+    service = aiva_service(args=["--env", "production"], config_files={"settings.yaml": settings})
+    with service.client() as client:
+        body = client.get("/").json()
+    assert body == {"service": "svc-prod", "version": "0.1.0", "environment": "production"}
+
+
+def test_bad_settings_exit_2_before_serving(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service(env={"AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": "2"}, start=False)
+    service.spawn()
+    assert service.wait(timeout=30) == 2
+    log = service.log_text()
+    assert log.strip().splitlines() == [
+        "settings error: telemetry.traces.sampler_ratio: must be between 0 and 1, got 2 "
+        "(from environment variable AIVA_TELEMETRY__TRACES__SAMPLER_RATIO)"
+    ]
+
+
+def test_json_log_lines_one_per_request(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    with service.client() as client:
+        client.get("/info", headers={"X-Request-ID": "req-42"})
+    service.terminate()
+    records = [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+    [access] = [r for r in records if r["request_id"] == "req-42"]
+    assert access["logger"] == "aiva.access"
+    assert (access["http_route"], access["status_code"]) == ("/info", 200)
+    for record in records:
+        assert {
+            "timestamp",
+            "level",
+            "message",
+            "logger",
+            "trace_id",
+            "span_id",
+            "request_id",
+        } <= set(record)
+
+
+# --- graceful shutdown bounded by server.graceful_timeout_s ---------------------------
+
+
+@pytest.fixture
+def slow_service(
+    tmp_path: Path,
+) -> Iterator[Callable[[float], tuple[subprocess.Popen[bytes], str]]]:
+    """Factory: a service with a `/slow?s=N` route and the given graceful timeout."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(graceful_timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        env = service_env(
+            {
+                "AIVA_SERVER__PORT": str(port),
+                "AIVA_SERVER__GRACEFUL_TIMEOUT_S": str(graceful_timeout_s),
+            },
+            tmp_path,
+        )
+        env["PYTHONPATH"] += f":{REPO_ROOT}"
+        log = (tmp_path / f"slow-{port}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.apps.slow_service"], env=env, stdout=log, stderr=log
+        )
+        log.close()
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    return process, url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("slow service did not start")
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def request_in_background(url: str) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            outcome["response"] = httpx.get(url, timeout=30)
+        except httpx.HTTPError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+def test_in_flight_request_finishes_after_sigterm(slow_service) -> None:  # type: ignore[no-untyped-def]
+    process, url = slow_service(10)
+    thread, outcome = request_in_background(url + "/slow?s=1.5")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    thread.join(timeout=20)
+    response = outcome.get("response")
+    assert isinstance(response, httpx.Response), outcome
+    assert (response.status_code, response.text) == (200, "slept 1.5")
+    assert process.wait(timeout=20) == 0
+
+
+def test_graceful_shutdown_is_bounded(slow_service) -> None:  # type: ignore[no-untyped-def]
+    process, url = slow_service(1)
+    thread, _ = request_in_background(url + "/slow?s=60")
+    time.sleep(0.5)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert time.monotonic() - sent < 6  # 1 s of grace, not the request's 60 s
+    thread.join(timeout=20)
