@@ -6,16 +6,25 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_app"]
+__all__ = ["__version__", "create_app", "log_context", "meter", "operation", "tracer"]
 
 if TYPE_CHECKING:
+    from aiva.api import log_context, meter, operation, tracer
     from aiva.web.app import create_app
+
+_LAZY = {
+    "create_app": "aiva.web.app",
+    "operation": "aiva.api",
+    "log_context": "aiva.api",
+    "meter": "aiva.api",
+    "tracer": "aiva.api",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import aiva` stays cheap and side-effect free; the app stack loads on first use.
-    if name == "create_app":
-        from aiva.web.app import create_app
+    # Lazy: `import aiva` stays cheap and side-effect free; the stack loads on first use.
+    if name in _LAZY:
+        import importlib
 
-        return create_app
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'aiva' has no attribute {name!r}")

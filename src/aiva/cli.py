@@ -71,6 +71,7 @@ def config() -> None:
 @ENV_OPTION
 def config_show(sources: bool, env: str | None) -> None:
     """Print the effective settings (secrets masked)."""
+    _quiet_on_closed_pipe()
     loaded = _load(os.environ, env)
     effective = {k: mask_value(k, v) for k, v in to_dict(loaded.settings).items()}
     if not sources:
@@ -105,8 +106,12 @@ def _fail(error: SettingsError) -> NoReturn:
     sys.exit(error.exit_code)
 
 
+def _quiet_on_closed_pipe() -> None:
+    # `aiva config show | head` ends quietly instead of with a traceback. Printing
+    # commands only: in `serve`, a client closing its socket must never kill the server.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
-    # SIGPIPE default: `aiva config show | head` ends quietly instead of with a traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     return cli.main(args=argv, prog_name="aiva")

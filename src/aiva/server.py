@@ -15,13 +15,14 @@ from aiva.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Workers build their own app from the environment (settings travel as variables).
-APP_FACTORY = "aiva.web.app:create_app"
+APP_FACTORY = "aiva.web.app:create_reference_app"
 
 
 def run(settings: Settings, app: ASGIApp | None = None) -> None:
     """Serve until SIGTERM/SIGINT, finishing in-flight requests within the graceful timeout.
 
-    `app` defaults to `create_app(settings)`; with several workers each builds its own.
+    `app` defaults to the reference app (with the demo API); with several workers, each
+    worker builds its own.
     """
     server_settings = settings.server
     common: dict[str, Any] = {
@@ -37,9 +38,9 @@ def run(settings: Settings, app: ASGIApp | None = None) -> None:
         uvicorn.run(APP_FACTORY, factory=True, workers=server_settings.workers, **common)
         return
     if app is None:
-        from aiva.web.app import create_app
+        from aiva.web.app import create_reference_app
 
-        app = create_app(settings)
+        app = create_reference_app(settings)
     config = uvicorn.Config(app, **common)
     with _exit_cleanly_after_shutdown():
         uvicorn.Server(config).run()

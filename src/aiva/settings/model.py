@@ -11,6 +11,7 @@ OtlpProtocol = Literal["grpc", "http/protobuf"]
 LogFormat = Literal["json", "console"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 Probe = Literal["live", "ready", "startup"]
+Instrumentation = Literal["aiva", "stock"]
 CheckType = Literal["postgres", "redis", "http", "disk", "memory", "cpu", "telemetry", "custom"]
 
 
@@ -80,6 +81,7 @@ class LogsSettings:
 @dataclass(frozen=True)
 class TelemetrySettings:
     enabled: bool
+    instrumentation: Instrumentation
     resource_attributes: Mapping[str, str]
     otlp: OtlpSettings
     traces: TracesSettings

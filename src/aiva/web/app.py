@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,12 +11,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from aiva.settings import Settings, load_settings
 from aiva.web.lifespan import make_lifespan
-from aiva.web.middleware import RequestContextMiddleware
-from aiva.web.routes import info
+from aiva.web.middleware import RequestMiddleware
+from aiva.web.routes import demo, info
+from aiva.web.routes.metrics import metrics
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -32,16 +36,31 @@ def create_app(
         settings = load_settings(os.environ).settings
     if not all(callable(check) for check in checks):
         raise TypeError("every health check must be an async callable")
-    return Starlette(
-        routes=[*info.ROUTES, *routes],
+    app = Starlette(
+        routes=[*_own_routes(settings), *routes],
         middleware=_middleware(settings),
         lifespan=make_lifespan(settings, checks),
     )
+    _settle_instrumentation(app, settings)
+    return app
+
+
+def create_reference_app(settings: Settings | None = None) -> Starlette:
+    """What `aiva serve` runs: the app with the demo API."""
+    return create_app(settings, routes=demo.ROUTES)
+
+
+def _own_routes(settings: Settings) -> list[BaseRoute]:
+    own: list[BaseRoute] = list(info.ROUTES)
+    prometheus = settings.telemetry.metrics.prometheus
+    if settings.telemetry.enabled and settings.telemetry.metrics.enabled and prometheus.enabled:
+        own.append(Route(prometheus.path, metrics, methods=["GET"]))
+    return own
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
     security = settings.security
-    stack = [Middleware(RequestContextMiddleware)]
+    stack = [Middleware(RequestMiddleware)]
     if security.allowed_origins:
         stack.append(
             Middleware(
@@ -56,3 +75,25 @@ def _middleware(settings: Settings) -> list[Middleware]:
         Middleware(RequestBodyLimitMiddleware, max_body_size=security.max_request_body_bytes)
     )
     return stack
+
+
+def _settle_instrumentation(app: Starlette, settings: Settings) -> None:
+    """Exactly one server span a request, whatever else knows about OpenTelemetry.
+
+    With `instrumentation: stock` the contrib Starlette instrumentation makes the spans
+    and metrics. Otherwise aiva's middleware does, and a contrib middleware that
+    auto-instrumentation (`opentelemetry-instrument`) slipped in is taken out again.
+    Starlette's own OpenTelemetryMiddleware needs no handling: it and aiva's
+    middleware share a scope flag, so whichever runs first makes the one span.
+    """
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware as ContribMiddleware
+
+    if settings.telemetry.instrumentation == "stock":
+        from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+
+        StarletteInstrumentor.instrument_app(app)
+        return
+    own = [m for m in app.user_middleware if m.cls is not ContribMiddleware]  # type: ignore[comparison-overlap]
+    if len(own) < len(app.user_middleware):
+        logger.info("removing the contrib ASGI instrumentation: aiva instruments this app")
+        app.user_middleware = own

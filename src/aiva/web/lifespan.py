@@ -14,7 +14,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from aiva.settings import Settings
-from aiva.telemetry.logs import configure_logging
+from aiva.telemetry.http import HttpTelemetry
+from aiva.telemetry.setup import Telemetry, setup_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class AppState:
     """What the lifespan hands to every request."""
 
     settings: Settings
+    telemetry: Telemetry
+    http: HttpTelemetry
     checks: Sequence[Callable[..., Any]]
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -44,8 +47,14 @@ def make_lifespan(
 ) -> Callable[[Starlette], Any]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
-        configure_logging(settings.telemetry.logs)
-        state = AppState(settings=settings, checks=tuple(checks))
+        telemetry = setup_telemetry(settings)
+        http = HttpTelemetry(
+            telemetry.tracer_provider,
+            telemetry.meter_provider,
+            settings.telemetry.traces.excluded_paths,
+            instrumented=settings.telemetry.instrumentation == "aiva",
+        )
+        state = AppState(settings, telemetry, http, tuple(checks))
         logger.info(
             "%s %s started (environment %s)",
             settings.service.name,
@@ -55,6 +64,9 @@ def make_lifespan(
         try:
             yield {"aiva": state}
         finally:
-            logger.info("%s stopped", settings.service.name)
+            logger.info("%s stopping: flushing telemetry", settings.service.name)
+            # In-flight requests are done by now (uvicorn drains them before the
+            # lifespan ends), so their spans, metrics and logs are in the buffers.
+            telemetry.shutdown(settings.telemetry.otlp.timeout_s)
 
     return lifespan

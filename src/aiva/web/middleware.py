@@ -1,4 +1,4 @@
-"""Request context middleware: the request id and one structured access log line a request."""
+"""The request middleware: request id, server span, HTTP metrics and one access-log line."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
+from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -19,18 +21,18 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 access_logger = logging.getLogger("aiva.access")
 
 
-def incoming_request_id(scope: Scope) -> str:
+def request_id_from(value: bytes | None) -> str:
     """The caller's X-Request-ID when sane, else a new one."""
-    for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER:
-            if _SANE_REQUEST_ID.fullmatch(value):
-                return str(value.decode("ascii"))
-            break
+    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
+        return value.decode("ascii")
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware: it costs a task and a stream per request)."""
+class RequestMiddleware:
+    """Pure ASGI, one per app: everything aiva does per request happens here, once.
+
+    (BaseHTTPMiddleware would cost a task and a memory stream per request.)
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,10 +41,30 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope)
-        token = request_id_var.set(request_id)
+        state = scope.get("state") or {}
+        aiva_state = state.get("aiva")
+        http: HttpTelemetry | None = aiva_state.http if aiva_state is not None else None
+        raw_request_id, carrier = read_headers(scope["headers"])
+        request_id = request_id_from(raw_request_id)
+        request_token = request_id_var.set(request_id)
+        method = normalise_method(scope["method"])
+        span: Any = None
+        span_token: object = None
+        quiet = http is not None and http.excluded(scope["path"])
+        if (
+            http is not None
+            and http.make_spans
+            and not quiet
+            and not scope.get(SERVER_SPAN_SCOPE_KEY)
+        ):
+            scope[SERVER_SPAN_SCOPE_KEY] = True
+            span, span_token = http.start_span(method, scope, carrier)
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
+        error: BaseException | None = None
+        active_key = (method, scope.get("scheme", "http"))
+        if http is not None:
+            http.active[active_key] += 1
         started = time.perf_counter()
 
         async def send_with_request_id(message: Message) -> None:
@@ -54,18 +76,37 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            error = exc
+            raise
         finally:
-            if access_logger.isEnabledFor(logging.INFO):
-                access_logger.info(
-                    "%s %s %d",
-                    scope["method"],
-                    route_template(scope) or "(unmatched)",
-                    status,
-                    extra={
-                        "http_method": scope["method"],
-                        "http_route": route_template(scope),
-                        "status_code": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
-            request_id_var.reset(token)
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            # Logged while the span is still current, so the line carries its trace id.
+            _log_access(method, route, status, seconds, quiet)
+            if http is not None:
+                http.active[active_key] -= 1
+                http.record(method, active_key[1], route, status, seconds)
+                if span is not None:
+                    http.end_span(span, span_token, method, route, status, error)
+            request_id_var.reset(request_token)
+
+
+def _log_access(method: str, route: str | None, status: int, seconds: float, quiet: bool) -> None:
+    # Probe and metrics requests are logged at DEBUG: a kubelet probing every few
+    # seconds must not drown the access log.
+    level = logging.DEBUG if quiet and status < 500 else logging.INFO
+    if access_logger.isEnabledFor(level):
+        access_logger.log(
+            level,
+            "%s %s %d",
+            method,
+            route or "(unmatched)",
+            status,
+            extra={
+                "http_method": method,
+                "http_route": route,
+                "status_code": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )

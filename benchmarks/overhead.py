@@ -1,0 +1,469 @@
+"""Overhead benchmark: bare Starlette vs aiva and stock OpenTelemetry, under wrk, into rotel."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    LOOPBACK,
+    SERVER_CORE,
+    BenchError,
+    Owned,
+    Registry,
+    Rotel,
+    clean_env,
+    cpu_seconds,
+    describe_exit,
+    free_port,
+    http_get,
+    log,
+    peak_rss_mib,
+    run_wrk,
+    tail,
+    wait_for_route,
+)
+from report import BARE, RunResult, Summary, failures, last_line, summarize, table, targets
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROUTE_PATH = "/api/demo/items/42"  # GET /api/demo/items/{item_id} in every configuration
+METRICS_PATH = "/metrics"
+START_TIMEOUT_S = 60.0
+# aiva finishes in-flight requests (graceful_timeout_s 10) and then flushes (OTLP timeout 10).
+STOP_TIMEOUT_S = 45.0
+RUN_OVERHEAD_S = 2.5  # start-up, probes, shutdown and collector settling, for the estimate
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One server configuration under test."""
+
+    name: str
+    description: str
+    factory: str | None = None  # a factory in benchmarks/apps.py; None: `python -m aiva serve`
+    env: Mapping[str, str] = field(default_factory=dict)
+    sampler_ratio: float = 1.0
+    spans_per_request: int = 0  # spans one sampled request of the route creates
+    logs_per_request: int = 0  # log records one request sends to OTLP
+    prometheus: bool = False
+
+
+def _stock_env(ratio: float = 1.0) -> dict[str, str]:
+    """Standard OTEL_* sampling variables for the stock apps."""
+    return {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+    }
+
+
+def _aiva_env(
+    ratio: float = 1.0,
+    metrics: bool = False,
+    logs: bool = False,
+    instrumentation: str = "aiva",
+) -> dict[str, str]:
+    """AIVA_* variables for one aiva configuration (OTLP endpoint and config dir added per run)."""
+    flag = {True: "true", False: "false"}
+    return {
+        "AIVA_TELEMETRY__TRACES__ENABLED": "true",
+        "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": str(ratio),
+        "AIVA_TELEMETRY__METRICS__ENABLED": flag[metrics],
+        "AIVA_TELEMETRY__METRICS__PROMETHEUS__ENABLED": flag[metrics],
+        "AIVA_TELEMETRY__LOGS__OTLP": flag[logs],
+        # Without the per-request INFO log, INFO would still print one access line a request.
+        "AIVA_TELEMETRY__LOGS__LEVEL": "INFO" if logs else "WARNING",
+        "AIVA_TELEMETRY__INSTRUMENTATION": instrumentation,
+    }
+
+
+# Stock contrib instrumentation makes 3 spans a request: the server span plus an internal
+# "http send" span for each of http.response.start and http.response.body.
+STOCK_SPANS = 3
+
+CONFIGS: tuple[BenchConfig, ...] = (
+    BenchConfig(BARE, "plain Starlette, no OpenTelemetry", factory="bare"),
+    BenchConfig(
+        "stock_traces", "contrib StarletteInstrumentor + BatchSpanProcessor/OTLP gRPC, ratio 1.0",
+        factory="stock_traces", env=_stock_env(), spans_per_request=STOCK_SPANS,
+    ),
+    BenchConfig(
+        "stock_traces_prom", "stock_traces + PrometheusMetricReader",
+        factory="stock_traces_prom", env=_stock_env(), spans_per_request=STOCK_SPANS,
+        prometheus=True,
+    ),
+    BenchConfig(
+        "stock_full", "stock traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
+        factory="stock_full", env=_stock_env(), spans_per_request=STOCK_SPANS,
+        logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "stock_full_01", "stock_full at sampler ratio 0.1",
+        factory="stock_full", env=_stock_env(0.1), sampler_ratio=0.1,
+        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "starlette_lean", "Starlette 1.10 OpenTelemetryMiddleware + BatchSpanProcessor/OTLP gRPC",
+        factory="starlette_lean", env=_stock_env(), spans_per_request=1,
+    ),
+    BenchConfig(
+        "aiva_traces", "aiva, traces only, ratio 1.0",
+        env=_aiva_env(), spans_per_request=1,
+    ),
+    BenchConfig(
+        "aiva_traces_prom", "aiva, traces 1.0 + metrics (Prometheus; OTLP too, endpoint is set)",
+        env=_aiva_env(metrics=True), spans_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "aiva_full", "aiva: traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
+        env=_aiva_env(metrics=True, logs=True), spans_per_request=1, logs_per_request=1,
+        prometheus=True,
+    ),
+    BenchConfig(
+        "aiva_full_01", "aiva full pipeline at sampler ratio 0.1",
+        env=_aiva_env(0.1, metrics=True, logs=True), sampler_ratio=0.1, spans_per_request=1,
+        logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "aiva_stock_full", "aiva full pipeline with telemetry.instrumentation=stock",
+        env=_aiva_env(metrics=True, logs=True, instrumentation="stock"),
+        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
+    ),
+)  # fmt: skip
+BY_NAME = {c.name: c for c in CONFIGS}
+
+
+@dataclass
+class Context:
+    """What every run needs: options, the collector, the process registry, the work folder."""
+
+    opts: argparse.Namespace
+    rotel: Rotel
+    registry: Registry
+    workdir: Path
+    aiva_config_dir: Path
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+def server_argv(config: BenchConfig, port: int) -> list[str]:
+    """The server command, pinned to the server core."""
+    pin = ["taskset", "-c", SERVER_CORE, sys.executable]
+    if config.factory is None:
+        return [*pin, "-m", "aiva", "serve", "--host", LOOPBACK, "--port", str(port)]
+    return [
+        *pin, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "--factory", f"apps:{config.factory}",
+        "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def server_env(config: BenchConfig, ctx: Context) -> dict[str, str]:
+    """Environment of the server: only the configuration's variables on a clean base."""
+    if config.factory is None:
+        extra = {
+            "AIVA_CONFIG_DIR": str(ctx.aiva_config_dir),
+            "AIVA_TELEMETRY__OTLP__ENDPOINT": ctx.rotel.grpc_endpoint,
+            **config.env,
+        }
+    else:
+        extra = {
+            "OTEL_SERVICE_NAME": f"bench-{config.name}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": ctx.rotel.grpc_endpoint,
+            **config.env,
+        }
+    return clean_env(extra)
+
+
+def count_series(port: int) -> int:
+    """Number of sample lines in the server's Prometheus exposition (0 when unavailable)."""
+    try:
+        status, body = http_get(port, METRICS_PATH)
+    except OSError:
+        return 0
+    if status != 200:
+        return 0
+    lines = body.decode("utf-8", errors="replace").splitlines()
+    return sum(1 for line in lines if line and not line.startswith("#"))
+
+
+def measure(config: BenchConfig, server: Owned, port: int, result: RunResult, ctx: Context) -> None:
+    """Warm up, then the measured wrk run with CPU time around it; fills result."""
+    url = f"http://{LOOPBACK}:{port}{ROUTE_PATH}"
+    wrk_log = ctx.workdir / "wrk.log"
+    warm = run_wrk(url, ctx.opts.warmup, ctx.opts.connections, wrk_log)
+    result.warmup_requests = warm.requests
+    try:
+        cpu_before = cpu_seconds(server.pid)
+        measured = run_wrk(url, ctx.opts.duration, ctx.opts.connections, wrk_log)
+        cpu_after = cpu_seconds(server.pid)
+        result.peak_rss_mib = peak_rss_mib(server.pid)
+    except (psutil.Error, OSError) as exc:
+        raise BenchError(f"server gone during the run: {exc}") from exc
+    result.requests, result.seconds, result.rps = measured.requests, measured.seconds, measured.rps
+    result.p50_ms, result.p99_ms = measured.p50_ms, measured.p99_ms
+    result.cpu_s = cpu_after - cpu_before
+    result.cpu_us_per_req = result.cpu_s * 1e6 / max(1, measured.requests)
+    if config.prometheus:
+        result.prom_series = count_series(port)
+    bad = warm.non_2xx + measured.non_2xx
+    if bad or measured.socket_errors:
+        raise BenchError(f"{bad} non-2xx responses, {measured.socket_errors} socket errors")
+
+
+def stop_server(server: Owned, result: RunResult) -> None:
+    """SIGTERM and wait for the server's own shutdown (its telemetry flush)."""
+    started = time.monotonic()
+    result.exit_code, result.killed = server.stop(STOP_TIMEOUT_S)
+    result.stop_s = time.monotonic() - started
+    if result.killed:
+        log.warning("%s did not exit within %.0fs of SIGTERM: killed", server.name, STOP_TIMEOUT_S)
+
+
+def collect(config: BenchConfig, result: RunResult, ctx: Context, mark: int) -> None:
+    """What the collector received in this run's window, and what the server sent."""
+    ctx.rotel.settle()
+    ctx.rotel.check_alive()
+    received = ctx.rotel.received(mark)
+    result.spans_received, result.logs_received = received.spans, received.logs
+    result.metric_exports_received = received.metrics
+    served = result.probe_requests + result.warmup_requests + result.requests
+    result.spans_sent = served * config.spans_per_request * config.sampler_ratio
+    result.logs_sent = served * config.logs_per_request
+
+
+def run_one(config: BenchConfig, round_no: int, ctx: Context) -> RunResult:
+    """Start the server, load it, stop it, count what reached the collector."""
+    result = RunResult(config=config.name, round=round_no)
+    port = free_port()
+    log_path = ctx.workdir / f"{config.name}-r{round_no}.log"
+    server = Owned(config.name, server_argv(config, port), log_path, server_env(config, ctx))
+    mark = ctx.rotel.mark()
+    ctx.registry.start(server)
+    try:
+        result.probe_requests = wait_for_route(server, port, ROUTE_PATH, START_TIMEOUT_S)
+    except BenchError as exc:
+        result.error, result.failed_start = f"failed to start: {exc}", True
+        stop_server(server, result)
+        return result
+    try:
+        measure(config, server, port, result, ctx)
+    except BenchError as exc:
+        result.error = str(exc)
+        if not server.running:
+            code = server.proc.returncode if server.proc else None
+            result.error += f"; the server {describe_exit(code)}: {tail(server.log_path)}"
+    finally:
+        stop_server(server, result)
+    collect(config, result, ctx, mark)
+    return result
+
+
+# --- the whole benchmark -------------------------------------------------------------------------
+
+
+def _progress(result: RunResult, rounds: int) -> None:
+    """One log line per run."""
+    if result.error:
+        log.warning("round %d/%d %s: %s", result.round, rounds, result.config, result.error)
+        return
+    log.info(
+        "round %d/%d %-17s %7.0f req/s  p99 %6.2f ms  %5.0f CPU us/req  spans %d/%d  logs %d/%d",
+        result.round, rounds, result.config, result.rps, result.p99_ms, result.cpu_us_per_req,
+        round(result.spans_sent), result.spans_received, round(result.logs_sent),
+        result.logs_received,
+    )  # fmt: skip
+
+
+def run_rounds(configs: Sequence[BenchConfig], ctx: Context) -> list[RunResult]:
+    """Interleaved rounds: each round runs every configuration once, in order."""
+    results: list[RunResult] = []
+    broken: set[str] = set()
+    for round_no in range(1, ctx.opts.rounds + 1):
+        for config in configs:
+            if config.name in broken:
+                continue
+            result = run_one(config, round_no, ctx)
+            _progress(result, ctx.opts.rounds)
+            results.append(result)
+            if result.failed_start:
+                if config.name == BARE:
+                    raise BenchError(f"the baseline failed: {result.error}")
+                broken.add(config.name)
+    return results
+
+
+def summaries(configs: Sequence[BenchConfig], results: Sequence[RunResult]) -> list[Summary]:
+    """One Summary per configuration."""
+    bare = [r for r in results if r.config == BARE]
+    return [
+        summarize(
+            c.name, c.description, c.sampler_ratio, [r for r in results if r.config == c.name], bare
+        )
+        for c in configs
+    ]
+
+
+def report(
+    configs: Sequence[BenchConfig], sums: Sequence[Summary], opts: argparse.Namespace
+) -> None:
+    """Print the table, failures, targets and, last, the full pipeline's ratio."""
+    signals = {c.name: (c.spans_per_request > 0, c.logs_per_request > 0) for c in configs}
+    by_name = {s.config: s for s in sums}
+    print(
+        f"overhead: {opts.rounds} round(s) x {opts.duration}s (+{opts.warmup}s warm-up), "
+        f"wrk -t1 -c{opts.connections} on core 1, server on core 0; medians over rounds; "
+        "x bare = median of same-round ratios"
+    )
+    print("\n".join(table(sums, signals)))
+    for line in failures(sums):
+        print(line)
+    for line in targets(by_name):
+        print(line)
+    print(last_line(by_name))
+
+
+def write_json(
+    path: Path, opts: argparse.Namespace, results: Sequence[RunResult], sums: Sequence[Summary]
+) -> None:
+    """The raw runs, the summaries and the run's settings as JSON."""
+    payload: dict[str, Any] = {
+        "settings": {
+            **{k: v for k, v in vars(opts).items() if k not in ("json", "configs")},
+            "configs": [c.name for c in opts.configs],
+        },
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "configs": {
+            c.name: dataclasses.asdict(c) for c in CONFIGS if c.name in {s.config for s in sums}
+        },
+        "runs": [dataclasses.asdict(r) for r in results],
+        "summaries": [dataclasses.asdict(s) for s in sums],
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options; --quick is 1 round of 2 s."""
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/overhead",
+        description=__doc__,
+        epilog="configurations: " + ", ".join(c.name for c in CONFIGS),
+    )
+    parser.add_argument("--only", help="comma-separated configurations (bare is always added)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--duration", type=int, default=5, help="measured seconds per run (default 5)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (default 1)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s")
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep server, wrk and rotel logs"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    opts = parser.parse_args(argv)
+    if opts.quick:
+        opts.rounds, opts.duration = 1, 2
+    if min(opts.rounds, opts.duration, opts.warmup, opts.connections) < 1:
+        parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
+    opts.configs = select(parser, opts.only)
+    return opts
+
+
+def select(parser: argparse.ArgumentParser, only: str | None) -> list[BenchConfig]:
+    """The chosen configurations in catalogue order, bare first."""
+    if not only:
+        return list(CONFIGS)
+    names = {n.strip() for n in only.split(",") if n.strip()}
+    unknown = sorted(names - BY_NAME.keys())
+    if unknown:
+        parser.error(f"unknown configuration(s): {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    names.add(BARE)
+    return [c for c in CONFIGS if c.name in names]
+
+
+def check_tools() -> None:
+    """wrk and taskset on PATH, two cores to pin to."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found on PATH (apt-get install -y {tool})")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise BenchError("needs at least 2 cores (server on core 0, wrk and rotel on core 1)")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: unwind like Ctrl-C, so that every started process is stopped."""
+    raise KeyboardInterrupt
+
+
+def execute(opts: argparse.Namespace, workdir: Path) -> int:
+    """Start rotel, run the rounds, report; stops every process it started."""
+    registry = Registry()
+    try:
+        rotel = Rotel(workdir, registry)
+        rotel.start()
+        config_dir = workdir / "aiva-config"  # empty: aiva runs on package defaults + variables
+        config_dir.mkdir()
+        ctx = Context(opts, rotel, registry, workdir, config_dir)
+        results = run_rounds(opts.configs, ctx)
+    finally:
+        registry.stop_all()
+    sums = summaries(opts.configs, results)
+    if opts.json:
+        write_json(opts.json, opts, results, sums)
+    report(opts.configs, sums, opts)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit 0 after a report, 1 on a benchmark error, 130 when interrupted."""
+    opts = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if opts.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    estimate = opts.rounds * len(opts.configs) * (opts.warmup + opts.duration + RUN_OVERHEAD_S)
+    log.info("%d configuration(s), about %.0f s", len(opts.configs), estimate)
+    workdir = Path(tempfile.mkdtemp(prefix="aiva-overhead-"))
+    try:
+        check_tools()
+        return execute(opts, workdir)
+    except BenchError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted; every started process was stopped")
+        return 130
+    finally:
+        if opts.keep_workdir:
+            log.info("logs kept in %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The library API a service writes against: operation, log_context, meter, tracer."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Status, StatusCode
+
+from aiva import __version__
+from aiva.context import log_fields_var
+
+logger = logging.getLogger("aiva.operation")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Span attributes must be primitives; other bound log fields stay on the logs only.
+_PRIMITIVES = (str, bool, int, float)
+
+
+def tracer(name: str = "aiva.app") -> trace.Tracer:
+    """A tracer from the configured (global) tracer provider."""
+    return trace.get_tracer(name, __version__)
+
+
+def meter(name: str = "aiva.app") -> metrics.Meter:
+    """A meter from the configured (global) meter provider, for the service's own instruments."""
+    return metrics.get_meter(name, __version__)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Bind fields to every log record (and the current span) within the block.
+
+    Bound through a contextvar, so concurrent tasks never see each other's fields.
+    """
+    token = log_fields_var.set({**(log_fields_var.get() or {}), **fields})
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({k: v for k, v in fields.items() if isinstance(v, _PRIMITIVES)})
+    try:
+        yield
+    finally:
+        log_fields_var.reset(token)
+
+
+class operation:
+    """A unit of work: a span, a duration histogram point, start/end logs, errors recorded.
+
+    Usable as a (sync or async) context manager and as a decorator of sync or async
+    functions. An exception is logged at ERROR, recorded on the span (status ERROR)
+    and propagates.
+    """
+
+    def __init__(self, name: str, **attributes: Any) -> None:
+        self.name = name
+        self.attributes = attributes
+        self._stack: list[tuple[Any, float]] = []
+
+    def __enter__(self) -> operation:
+        span_cm = tracer("aiva.operation").start_as_current_span(
+            self.name,
+            attributes=self.attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        span_cm.__enter__()
+        logger.debug("operation %s started", self.name, extra={"operation": self.name})
+        self._stack.append((span_cm, time.perf_counter()))
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span_cm, started = self._stack.pop()
+        seconds = time.perf_counter() - started
+        extra = {"operation": self.name, "duration_ms": round(seconds * 1000, 3)}
+        attributes: dict[str, Any] = {"operation": self.name}
+        if isinstance(error, Exception):
+            span = trace.get_current_span()
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            attributes["error.type"] = type(error).__qualname__
+            logger.error("operation %s failed: %s", self.name, error, exc_info=error, extra=extra)
+        else:
+            logger.info("operation %s finished", self.name, extra=extra)
+        _duration_histogram().record(seconds, attributes)
+        span_cm.__exit__(kind, error, tb)
+
+    async def __aenter__(self) -> operation:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(kind, error, tb)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with operation(self.name, **self.attributes):
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with operation(self.name, **self.attributes):
+                return func(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+
+def _duration_histogram() -> metrics.Histogram:
+    # The SDK returns the already-registered instrument on repeated creation.
+    return meter("aiva.operation").create_histogram(
+        "aiva.operation.duration", unit="s", description="Duration of aiva.operation units of work."
+    )

@@ -1,0 +1,137 @@
+"""Building the whole pipeline from settings, installing the globals, and shutting it down."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry
+
+from aiva.settings import Settings
+from aiva.telemetry.exporters import ExportStats
+from aiva.telemetry.logs import build_logger_provider, configure_logging
+from aiva.telemetry.metrics import build_meter_provider
+from aiva.telemetry.resource import build_resource
+from aiva.telemetry.system import SystemMetrics
+from aiva.telemetry.traces import AdjustableRatioSampler, build_tracer_provider
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Telemetry:
+    """The process's providers; `shutdown` flushes and stops them once, within one deadline."""
+
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    logger_provider: LoggerProvider | None
+    registry: CollectorRegistry
+    stats: ExportStats
+    sampler: AdjustableRatioSampler | None = None
+    system: SystemMetrics | None = None
+    _shut_down: bool = field(default=False, repr=False)
+
+    def force_flush(self, timeout_s: float) -> list[Exception]:
+        """Push out what is buffered, all providers sharing one deadline."""
+        deadline = time.monotonic() + timeout_s
+        return _each(self._sdk_providers(), lambda p: p.force_flush(_millis_left(deadline)))
+
+    def shutdown(self, timeout_s: float) -> list[Exception]:
+        """Flush, then stop every provider; idempotent; errors gathered and logged, not raised."""
+        if self._shut_down:
+            return []
+        self._shut_down = True
+        deadline = time.monotonic() + timeout_s
+        providers = self._sdk_providers()
+        errors = _each(providers, lambda p: p.force_flush(_millis_left(deadline)))
+        if self.system is not None:
+            errors += _each([self.system], lambda system: system.stop())
+        errors += _each(providers, lambda p: _stop(p, _millis_left(deadline)))
+        for error in errors:
+            logger.error("telemetry shutdown: %s", error, exc_info=error)
+        return errors
+
+    def _sdk_providers(self) -> list[Any]:
+        """The SDK providers (no-op ones have nothing to flush), logs before metrics."""
+        candidates = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        return [
+            p for p in candidates if isinstance(p, TracerProvider | LoggerProvider | MeterProvider)
+        ]
+
+
+def setup_telemetry(settings: Settings) -> Telemetry:
+    """Every provider the settings ask for (no-op ones when telemetry is off), logging included."""
+    stats = ExportStats()
+    config = settings.telemetry
+    resource = build_resource(settings)
+    tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
+    meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
+    registry = CollectorRegistry()
+    logger_provider = sampler = system = None
+    if config.enabled and config.traces.enabled:
+        tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
+    if config.enabled and config.metrics.enabled:
+        meter_provider, registry = build_meter_provider(settings, resource, stats)
+        system = SystemMetrics(meter_provider)
+        system.start()
+    if config.enabled:
+        logger_provider = build_logger_provider(settings, resource, stats)
+    configure_logging(config.logs, logger_provider)
+    telemetry = Telemetry(
+        tracer_provider, meter_provider, logger_provider, registry, stats, sampler, system
+    )
+    install_globals(telemetry)
+    return telemetry
+
+
+def install_globals(telemetry: Telemetry) -> None:
+    """The one place the OpenTelemetry globals are set (for `aiva.tracer()`, `aiva.meter()`).
+
+    The API lets each global be set once per process; a second app in the same process
+    (tests) keeps the first one's globals, while its own requests use its own providers.
+    """
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    )
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(telemetry.tracer_provider)
+    if type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+        metrics.set_meter_provider(telemetry.meter_provider)
+    if telemetry.logger_provider is not None:
+        from opentelemetry._logs import get_logger_provider
+
+        if type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
+            set_logger_provider(telemetry.logger_provider)
+
+
+def _millis_left(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+def _stop(provider: Any, timeout_millis: int) -> None:
+    if isinstance(provider, MeterProvider):
+        provider.shutdown(timeout_millis=timeout_millis)
+    else:
+        provider.shutdown()  # the tracer and logger providers take no timeout
+
+
+def _each(items: list[Any], call: Callable[[Any], object]) -> list[Exception]:
+    """Call `call` on every item, gathering errors instead of stopping at the first."""
+    errors: list[Exception] = []
+    for item in items:
+        try:
+            call(item)
+        except Exception as error:  # noqa: BLE001 - gathered and logged by the caller
+            errors.append(error)
+    return errors

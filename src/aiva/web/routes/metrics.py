@@ -1,0 +1,19 @@
+"""`GET /metrics`: the Prometheus exposition of every OpenTelemetry metric."""
+
+from __future__ import annotations
+
+from prometheus_client.exposition import choose_encoder
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aiva.web.lifespan import app_state
+
+
+async def metrics(request: Request) -> Response:
+    """Text format 0.0.4, or OpenMetrics when the Accept header asks for it (Prometheus does)."""
+    registry = app_state(request).telemetry.registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    # Collection runs every observable callback (psutil reads among them): off the loop.
+    body = await run_in_threadpool(encoder, registry)
+    return Response(body, media_type=content_type)
