@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-from datetime import UTC, datetime
+import time
+import traceback
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry._logs import LogRecord as OtelLogRecord
+from opentelemetry.context import get_current
+from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
@@ -39,46 +43,94 @@ def current_ids() -> tuple[str | None, str | None]:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The request id, the fields bound with log_context, then the record's own extras."""
+    fields: dict[str, Any] = {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    bound = log_fields_var.get()
+    if bound:
+        fields.update(bound)
+    for name, value in record.__dict__.items():
+        if name not in _RECORD_ATTRS and name not in _DROPPED_EXTRAS:
+            fields[name] = value
+    return fields
+
+
+def _timestamp(created: float) -> str:
+    # RFC 3339 in UTC with milliseconds; time.strftime is cheaper than a datetime.
+    millis = int(created % 1 * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(created))}.{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: the contract's fields, bound fields, then the record's extras."""
+
+    _encode = json.JSONEncoder(default=str).encode
 
     def format(self, record: logging.LogRecord) -> str:
         trace_id, span_id = current_ids()
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "timestamp": _timestamp(record.created),
             "level": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
             "trace_id": trace_id,
             "span_id": span_id,
-            "request_id": request_id_var.get(),
+            "request_id": None,
         }
-        entry.update(log_fields_var.get() or {})
-        for name, value in record.__dict__.items():
-            if name in _RECORD_ATTRS or name in _DROPPED_EXTRAS:
-                continue
-            entry[name] = value
+        entry.update(record_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return self._encode(entry)
 
 
-class ContextFilter(logging.Filter):
-    """Copy bound fields and the request id onto each record, for the OTLP handler.
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
-    The console formatter reads the contextvars itself; the OTLP handler turns record
-    attributes into log attributes, so they must be on the record.
+
+class OtlpLogHandler(logging.Handler):
+    """Hands each record to the OpenTelemetry logger provider, carrying the trace context.
+
+    Written by hand instead of using opentelemetry-instrumentation-logging's handler,
+    which copies and filters every attribute of every record and looks the OTel
+    logger up again per record; this handler does one pass over the record's
+    extras (shared with the console formatter's rule) and caches the loggers.
     """
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        request_id = request_id_var.get()
-        if request_id is not None:
-            record.request_id = request_id
-        for name, value in (log_fields_var.get() or {}).items():
-            setattr(record, name, value)
-        return True
+    def __init__(self, logger_provider: LoggerProvider, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self._provider = logger_provider
+        self._loggers: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        otel_logger = self._loggers.get(record.name)
+        if otel_logger is None:
+            otel_logger = self._loggers[record.name] = self._provider.get_logger(record.name)
+        attributes = record_fields(record)
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            attributes["exception.type"] = type(error).__qualname__
+            attributes["exception.message"] = str(error)
+            attributes["exception.stacktrace"] = "".join(
+                traceback.format_exception(*record.exc_info)
+            )
+        otel_logger.emit(
+            OtelLogRecord(
+                timestamp=int(record.created * 1e9),
+                context=get_current(),
+                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+                severity_number=std_to_otel(record.levelno),
+                body=record.getMessage(),
+                attributes={
+                    k: v if isinstance(v, _PRIMITIVES) else str(v) for k, v in attributes.items()
+                },
+            )
+        )
+
+
+# OTLP attribute values must be primitives; anything else is sent as its str().
+_PRIMITIVES = (str, bool, int, float)
 
 
 def build_logger_provider(
@@ -114,16 +166,11 @@ def configure_logging(settings: LogsSettings, logger_provider: LoggerProvider | 
             "encoding": "utf-8",
         }
     if logger_provider is not None:
-        handlers["otlp"] = {
-            "()": "opentelemetry.instrumentation.logging.handler.LoggingHandler",
-            "logger_provider": logger_provider,
-            "filters": ["context"],
-        }
+        handlers["otlp"] = {"()": OtlpLogHandler, "logger_provider": logger_provider}
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "filters": {"context": {"()": ContextFilter}},
             "formatters": {
                 "json": {"()": JsonFormatter},
                 "console": {"format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s"},
