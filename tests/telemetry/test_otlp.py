@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from infra.ports import free_port
+from infra.processes import ManagedProcess
 from infra.rotel import Rotel
-from infra.service import AivaService
+from infra.service import REPO_ROOT, AivaService, service_env
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
@@ -160,3 +166,80 @@ def test_sigterm_mid_request_completes_and_flushes_its_span(
         r["attributes"].get("request_id") == "last" and str(r["body"]) == "GET /api/demo/work 200"
         for r in collector.log_records()
     )
+
+
+def is_demo_server_span(span: dict[str, Any]) -> bool:
+    # By name: the stock instrumentation speaks the old conventions (no url.path).
+    return span["kind"] == "SERVER" and span["name"].startswith("GET /api/demo")
+
+
+def server_spans_per_trace(collector: Rotel, count: int) -> Counter[str]:
+    collector.wait_for_spans(is_demo_server_span, count=count)
+    time.sleep(1)  # anything doubled would arrive in the same batch or the next one
+    return Counter(s["trace_id"] for s in collector.spans() if is_demo_server_span(s))
+
+
+@pytest.mark.parametrize(("extra", "scope"), [("contrib", "aiva.http"), ("starlette", "starlette")])
+def test_one_server_span_when_the_stack_is_instrumented_twice(
+    rotel: Callable[[], Rotel], tmp_path: Path, extra: str, scope: str
+) -> None:
+    collector = rotel()
+    port = free_port()
+    env = service_env(
+        {
+            **otlp_env(collector, "grpc"),
+            "AIVA_SERVER__PORT": str(port),
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "EXTRA_INSTRUMENTATION": extra,
+        },
+        tmp_path,
+    )
+    env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
+    process = ManagedProcess(
+        argv=[sys.executable, "-m", "tests.apps.instrumented_twice"],
+        log_path=tmp_path / "service.log",
+        env=env,
+        cwd=tmp_path,
+        name="instrumented-twice",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(url + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    process.start(ready, 30)
+    try:
+        for _ in range(5):
+            assert httpx.get(url + "/api/demo/items/one", timeout=5).status_code == 200
+        per_trace = server_spans_per_trace(collector, 5)
+        assert len(per_trace) == 5 and set(per_trace.values()) == {1}, per_trace
+        names = {
+            s["name"]
+            for s in collector.spans()
+            if s["attributes"].get("url.path") == "/api/demo/items/one"
+        }
+        assert names == {"GET /api/demo/items/{item_id}"}
+        # Whoever runs first makes the one span: the contrib middleware is taken out,
+        # Starlette's own (outermost here) is deferred to.
+        assert {s["scope"] for s in collector.spans() if s["kind"] == "SERVER"} == {scope}
+    finally:
+        process.stop(15)
+
+
+def test_stock_instrumentation_is_selectable_and_single(
+    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+) -> None:
+    collector = rotel()
+    env = otlp_env(
+        collector, "grpc", AIVA_TELEMETRY__INSTRUMENTATION="stock", OTEL_BSP_SCHEDULE_DELAY="200"
+    )
+    service = aiva_service(env=env)
+    for _ in range(3):
+        assert httpx.get(f"{service.base_url}/api/demo/items/one", timeout=5).status_code == 200
+    per_trace = server_spans_per_trace(collector, 3)
+    assert len(per_trace) == 3 and set(per_trace.values()) == {1}, per_trace
+    scopes = {s["scope"] for s in collector.spans() if s["kind"] == "SERVER"}
+    assert any("starlette" in str(scope) for scope in scopes), scopes

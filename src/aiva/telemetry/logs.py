@@ -29,7 +29,7 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict
     "taskName",
 }
 # Extras other libraries attach for their own formatters (uvicorn's ANSI-coloured copy).
-_DROPPED_EXTRAS = frozenset({"color_message"})
+_DROPPED_EXTRAS = frozenset({"color_message", "_aiva_fields"})
 
 # uvicorn's loggers go through our handlers; its access log is replaced by aiva.access.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
@@ -43,8 +43,17 @@ def current_ids() -> tuple[str | None, str | None]:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+_FIELDS_ATTR = "_aiva_fields"
+
+
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The request id, the fields bound with log_context, then the record's own extras."""
+    """The request id, the fields bound with log_context, then the record's own extras.
+
+    Computed once per record and kept on it: the console and OTLP handlers both need it.
+    """
+    cached: dict[str, Any] | None = record.__dict__.get(_FIELDS_ATTR)
+    if cached is not None:
+        return cached
     fields: dict[str, Any] = {}
     request_id = request_id_var.get()
     if request_id is not None:
@@ -55,6 +64,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     for name, value in record.__dict__.items():
         if name not in _RECORD_ATTRS and name not in _DROPPED_EXTRAS:
             fields[name] = value
+    record.__dict__[_FIELDS_ATTR] = fields
     return fields
 
 
@@ -107,7 +117,11 @@ class OtlpLogHandler(logging.Handler):
         otel_logger = self._loggers.get(record.name)
         if otel_logger is None:
             otel_logger = self._loggers[record.name] = self._provider.get_logger(record.name)
-        attributes = record_fields(record)
+        attributes = {
+            k: v if isinstance(v, _PRIMITIVES) else str(v)
+            for k, v in record_fields(record).items()
+            if v is not None
+        }
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             attributes["exception.type"] = type(error).__qualname__
@@ -122,14 +136,12 @@ class OtlpLogHandler(logging.Handler):
                 severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
                 severity_number=std_to_otel(record.levelno),
                 body=record.getMessage(),
-                attributes={
-                    k: v if isinstance(v, _PRIMITIVES) else str(v) for k, v in attributes.items()
-                },
+                attributes=attributes,
             )
         )
 
 
-# OTLP attribute values must be primitives; anything else is sent as its str().
+# OTLP attribute values must be primitives; anything else is sent as its str(), None not at all.
 _PRIMITIVES = (str, bool, int, float)
 
 

@@ -5,10 +5,31 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from functools import cached_property
 
 from opentelemetry.sdk.resources import Resource
 
 from aiva.settings import Settings
+
+
+class _HashOnceResource(Resource):
+    """A Resource that computes its hash once.
+
+    The OTLP encoders group every span and log record by resource, and the SDK's
+    Resource.__hash__ serialises all attributes to JSON each time: about 7 µs a
+    span or log record here, for a value that never changes (resources are
+    immutable).
+    """
+
+    @cached_property
+    def _hash(self) -> int:
+        return super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or super().__eq__(other)
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -30,4 +51,4 @@ def build_resource(settings: Settings) -> Resource:
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
     }
-    return Resource(attributes)
+    return _HashOnceResource(attributes)

@@ -99,12 +99,16 @@ def _log_access(method: str, route: str | None, status: int, seconds: float, qui
     # seconds must not drown the access log.
     level = logging.DEBUG if quiet and status < 500 else logging.INFO
     if access_logger.isEnabledFor(level):
-        access_logger.log(
+        # makeRecord + handle: Logger.log would walk the stack for a caller that is
+        # always this function, once a request.
+        record = access_logger.makeRecord(
+            access_logger.name,
             level,
+            __file__,
+            0,
             "%s %s %d",
-            method,
-            route or "(unmatched)",
-            status,
+            (method, route or "(unmatched)", status),
+            None,
             extra={
                 "http_method": method,
                 "http_route": route,
@@ -112,3 +116,4 @@ def _log_access(method: str, route: str | None, status: int, seconds: float, qui
                 "duration_ms": round(seconds * 1000, 3),
             },
         )
+        access_logger.handle(record)

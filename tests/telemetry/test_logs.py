@@ -1,0 +1,76 @@
+"""Log records: JSON console lines, the rotating file, bound fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from aiva.telemetry.logs import JsonFormatter
+from infra.service import AivaService
+
+CONTRACT_FIELDS = {"timestamp", "level", "message", "logger", "trace_id", "span_id", "request_id"}
+
+
+def test_console_lines_are_json_with_trace_context(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    service = aiva_service()
+    with service.client() as client:
+        client.get("/api/demo/work", headers={"X-Request-ID": "req-7"})
+    service.terminate()
+    lines = [line for line in service.log_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line parses
+    for record in records:
+        assert set(record) >= CONTRACT_FIELDS
+    [processed] = [r for r in records if r["message"].startswith("processed ")]
+    assert processed["request_id"] == "req-7"
+    assert processed["component"] == "demo"
+    assert len(processed["trace_id"]) == 32 and len(processed["span_id"]) == 16
+    assert processed["timestamp"].endswith("Z")
+
+
+def test_rotating_file_gets_every_record(
+    aiva_service: Callable[..., AivaService], tmp_path: Path
+) -> None:
+    log_file = tmp_path / "aiva.jsonl"
+    service = aiva_service(
+        env={
+            "AIVA_TELEMETRY__LOGS__FILE__PATH": str(log_file),
+            "AIVA_TELEMETRY__LOGS__FILE__MAX_BYTES": "4000",
+            "AIVA_TELEMETRY__LOGS__FILE__BACKUP_COUNT": "2",
+        }
+    )
+    with service.client() as client:
+        for item in range(60):
+            client.get(f"/api/demo/items/{item}")
+    service.terminate()
+    files = sorted(tmp_path.glob("aiva.jsonl*"))
+    assert [f.name for f in files] == ["aiva.jsonl", "aiva.jsonl.1", "aiva.jsonl.2"]
+    for path in files:
+        assert path.stat().st_size <= 4000
+        for line in path.read_text().splitlines():
+            assert set(json.loads(line)) >= CONTRACT_FIELDS
+
+
+def test_formatter_keeps_extras_and_exceptions() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as error:
+        record = logging.LogRecord(
+            "svc",
+            logging.ERROR,
+            __file__,
+            1,
+            "failed %s",
+            ("x",),
+            (KeyError, error, error.__traceback__),
+        )
+    record.order_id = 42
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "failed x"
+    assert entry["order_id"] == 42
+    assert entry["level"] == "ERROR"
+    assert "KeyError: 'missing'" in entry["exception"]
+    assert entry["trace_id"] is None  # outside any span
