@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -12,10 +15,13 @@ import click
 import yaml
 
 from aiva.errors import SettingsError
-from aiva.settings import LoadedSettings, load_settings, mask_value, to_dict
+from aiva.health.model import Status, http_status
+from aiva.health.report import report
+from aiva.settings import LoadedSettings, Settings, load_settings, mask_value, to_dict
 from aiva.settings.layers import leaves, source_of
 
 EXIT_OK = 0
+EXIT_UNHEALTHY = 1
 EXIT_SETTINGS = 2
 
 ENV_OPTION = click.option(
@@ -59,6 +65,64 @@ def serve(host: str | None, port: int | None, env: str | None, workers: int | No
     from aiva.server import run
 
     run(loaded.settings)
+
+
+@cli.command()
+@click.option(
+    "--probe",
+    type=click.Choice(["live", "ready", "startup"]),
+    default=None,
+    help="Only the checks of this probe (default: every check).",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Ask the service running at URL (e.g. http://127.0.0.1:8000) instead of "
+    "running the checks in this process.",
+)
+@ENV_OPTION
+def health(probe: str | None, url: str | None, env: str | None) -> None:
+    """Run the health checks once and print the report as JSON.
+
+    Exit 0 when healthy or degraded, 1 when unhealthy or unknown (or unreachable),
+    2 on a settings error. In-process runs cover the configured checks; a service's
+    own (code) checks run only inside the service: use --url for those.
+    """
+    if url is not None:
+        code, body = _ask(url, probe)
+        click.echo(body)
+        sys.exit(EXIT_OK if code == 200 else EXIT_UNHEALTHY)
+    loaded = _load(os.environ, env)
+    status, report = _evaluate_here(loaded.settings, probe)
+    click.echo(json.dumps(report, indent=2))
+    sys.exit(EXIT_OK if http_status(status) == 200 else EXIT_UNHEALTHY)
+
+
+def _evaluate_here(settings: Settings, probe: str | None) -> tuple[Status, dict[str, Any]]:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from aiva.health.registry import build_checks
+    from aiva.health.runner import HealthRunner, evaluate_once
+    from aiva.telemetry.exporters import ExportStats
+
+    started = time.monotonic()
+    checks = build_checks(settings, ExportStats())
+    runner = HealthRunner(checks, settings.health, NoOpTracerProvider().get_tracer("aiva"))
+    status, results = asyncio.run(evaluate_once(runner, probe))  # type: ignore[arg-type]
+    uptime = time.monotonic() - started
+    return status, report(results, status, settings.service.version, uptime, details=True)
+
+
+def _ask(url: str, probe: str | None) -> tuple[int, str]:
+    import httpx
+
+    path = f"/health/{probe}" if probe else "/health"
+    try:
+        response = httpx.get(url.rstrip("/") + path, timeout=10)
+    except httpx.HTTPError as error:
+        click.echo(f"health: cannot reach {url}: {error}", err=True)
+        return 0, json.dumps({"status": Status.UNKNOWN.value, "error": str(error)})
+    return response.status_code, response.text
 
 
 @cli.group()

@@ -43,7 +43,22 @@ def run(settings: Settings, app: ASGIApp | None = None) -> None:
         app = create_reference_app(settings)
     config = uvicorn.Config(app, **common)
     with _exit_cleanly_after_shutdown():
-        uvicorn.Server(config).run()
+        _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app the moment shutdown starts.
+
+    uvicorn ends the lifespan only after in-flight requests finish; readiness must
+    turn 503 before that, as soon as the signal arrives.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        state = getattr(getattr(self, "lifespan", None), "state", {})
+        aiva_state = state.get("aiva") if isinstance(state, dict) else None
+        if aiva_state is not None:
+            aiva_state.health.draining = True
+        super().handle_exit(sig, frame)
 
 
 class _exit_cleanly_after_shutdown:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiva.errors import SettingsError
-from aiva.settings.build import build, derive, normalise, to_dict
+from aiva.settings.build import AUTOMATIC_CHECKS, build, derive, normalise, to_dict
 from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, merge, read_layers
 from aiva.settings.masking import mask_value
 from aiva.settings.model import CheckSettings, Settings
@@ -71,6 +71,9 @@ def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str)
     for key, origin in derived.items():
         if _get(data, key.split(".")) is None:
             origins[key] = origin
+    for name, path, _ in AUTOMATIC_CHECKS:
+        if _get(data, list(path)):
+            origins.setdefault(f"health.checks.{name}.type", f"derived from {'.'.join(path)}")
 
 
 def _get(data: object, path: list[str]) -> object:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiva.settings.model import (
     CHECK_COMMON_KEYS,
+    CHECK_OPTIONS,
     CheckSettings,
     HealthSettings,
     Settings,
@@ -29,7 +30,38 @@ def derive(data: dict[str, Any], *, env: str, version: str) -> dict[str, Any]:
         logs["otlp"] = otlp.get("endpoint") is not None
     if "cache_ttl_s" in health and health["cache_ttl_s"] is None:
         health["cache_ttl_s"] = health.get("interval_s")
+    _automatic_checks(data, health)
     return data
+
+
+# Checks that switch on by themselves: (check name, the key that switches it on, its
+# defaults). Settings under health.checks.<name> merge over these defaults.
+AUTOMATIC_CHECKS = (
+    ("redis", ("redis", "url"), {"type": "redis", "critical": True, "probes": ["ready"]}),
+    ("postgres", ("database", "host"), {"type": "postgres", "critical": True, "probes": ["ready"]}),
+    (
+        "telemetry",
+        ("telemetry", "otlp", "endpoint"),
+        {"type": "telemetry", "critical": False, "probes": ["ready"]},
+    ),
+)
+
+
+def _automatic_checks(data: dict[str, Any], health: dict[str, Any]) -> None:
+    checks = health.get("checks")
+    if not isinstance(checks, dict):
+        return
+    for name, path, defaults in AUTOMATIC_CHECKS:
+        value: Any = data
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value:
+            own = checks.get(name)
+            checks[name] = {**defaults, **(own if isinstance(own, dict) else {})}
+    for name, spec in checks.items():
+        # A check named after a type needs no `type:` (`health.checks.disk.warn_percent`).
+        if isinstance(spec, dict) and "type" not in spec and name in CHECK_OPTIONS:
+            spec["type"] = name
 
 
 def _table(data: Any, name: str) -> dict[str, Any]:

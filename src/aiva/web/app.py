@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,10 +12,12 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 
+from aiva.health.registry import CustomCheck, as_custom
+from aiva.health.types import CheckFunction
 from aiva.settings import Settings, load_settings
 from aiva.web.lifespan import make_lifespan
 from aiva.web.middleware import RequestMiddleware
-from aiva.web.routes import demo, info
+from aiva.web.routes import demo, health, info
 from aiva.web.routes.metrics import metrics
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 def create_app(
     settings: Settings | None = None,
     routes: Sequence[BaseRoute] = (),
-    checks: Sequence[Callable[..., Any]] = (),
+    checks: Sequence[CustomCheck | CheckFunction] = (),
 ) -> Starlette:
     """The service's Starlette app: aiva's endpoints, then `routes`, under aiva's middleware.
 
@@ -34,12 +35,11 @@ def create_app(
     """
     if settings is None:
         settings = load_settings(os.environ).settings
-    if not all(callable(check) for check in checks):
-        raise TypeError("every health check must be an async callable")
+    custom = [as_custom(check) for check in checks]  # misuse fails here, not at start-up
     app = Starlette(
         routes=[*_own_routes(settings), *routes],
         middleware=_middleware(settings),
-        lifespan=make_lifespan(settings, checks),
+        lifespan=make_lifespan(settings, custom),
     )
     _settle_instrumentation(app, settings)
     return app
@@ -51,7 +51,7 @@ def create_reference_app(settings: Settings | None = None) -> Starlette:
 
 
 def _own_routes(settings: Settings) -> list[BaseRoute]:
-    own: list[BaseRoute] = list(info.ROUTES)
+    own: list[BaseRoute] = [*info.ROUTES, *health.ROUTES]
     prometheus = settings.telemetry.metrics.prometheus
     if settings.telemetry.enabled and settings.telemetry.metrics.enabled and prometheus.enabled:
         own.append(Route(prometheus.path, metrics, methods=["GET"]))

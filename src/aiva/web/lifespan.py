@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from aiva import __version__
+from aiva.health.instruments import check_duration_histogram, register_gauges
+from aiva.health.registry import CustomCheck, build_checks
+from aiva.health.runner import HealthRunner
 from aiva.settings import Settings
 from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.setup import Telemetry, setup_telemetry
@@ -27,7 +32,7 @@ class AppState:
     settings: Settings
     telemetry: Telemetry
     http: HttpTelemetry
-    checks: Sequence[Callable[..., Any]]
+    health: HealthRunner
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -42,9 +47,22 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def make_lifespan(
-    settings: Settings, checks: Sequence[Callable[..., Any]]
-) -> Callable[[Starlette], Any]:
+def build_health(
+    settings: Settings, telemetry: Telemetry, custom: Sequence[CustomCheck]
+) -> HealthRunner:
+    """The runner with every configured and custom check, its spans and its metrics."""
+    meter = telemetry.meter_provider.get_meter("aiva.health", __version__)
+    runner = HealthRunner(
+        build_checks(settings, telemetry.stats, custom),
+        settings.health,
+        telemetry.tracer_provider.get_tracer("aiva.health", __version__),
+        check_duration_histogram(meter),
+    )
+    register_gauges(meter, runner)
+    return runner
+
+
+def make_lifespan(settings: Settings, checks: Sequence[CustomCheck]) -> Callable[[Starlette], Any]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         telemetry = setup_telemetry(settings)
@@ -54,7 +72,8 @@ def make_lifespan(
             settings.telemetry.traces.excluded_paths,
             instrumented=settings.telemetry.instrumentation == "aiva",
         )
-        state = AppState(settings, telemetry, http, tuple(checks))
+        health = build_health(settings, telemetry, checks)
+        state = AppState(settings, telemetry, http, health)
         logger.info(
             "%s %s started (environment %s)",
             settings.service.name,
@@ -62,7 +81,13 @@ def make_lifespan(
             settings.service.environment,
         )
         try:
-            yield {"aiva": state}
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(health.run)  # the first round starts at once
+                try:
+                    yield {"aiva": state}
+                finally:
+                    health.draining = True
+                    tasks.cancel_scope.cancel()
         finally:
             logger.info("%s stopping: flushing telemetry", settings.service.name)
             # In-flight requests are done by now (uvicorn drains them before the

@@ -8,11 +8,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aiva.web.lifespan import app_state
+from aiva.web.routes.health import key_allowed
 
 
 async def metrics(request: Request) -> Response:
     """Text format 0.0.4, or OpenMetrics when the Accept header asks for it (Prometheus does)."""
-    registry = app_state(request).telemetry.registry
+    state = app_state(request)
+    if not key_allowed(request, state.settings.security):
+        return Response("the API key is missing or wrong\n", 401, {"Cache-Control": "no-store"})
+    registry = state.telemetry.registry
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     # Collection runs every observable callback (psutil reads among them): off the loop.
     body = await run_in_threadpool(encoder, registry)

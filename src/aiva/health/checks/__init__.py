@@ -1,0 +1,1 @@
+"""The built-in check types, one module each; `build_checks` turns settings into checks."""

@@ -1,0 +1,228 @@
+"""The health runner: every check concurrently, in the background, into one snapshot.
+
+Probes read the snapshot and nothing else, so a probe storm never reaches a
+dependency; each round is a `health.evaluate` span with a child a check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import StatusCode
+
+from aiva.health.model import CheckResult, Outcome, Probe, Status, aggregate
+from aiva.health.types import CheckSpec
+from aiva.settings.model import HealthSettings
+
+logger = logging.getLogger(__name__)
+
+_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]*@")
+
+
+class HealthRunner:
+    """Owns the checks and their latest results; `run` is the background loop."""
+
+    def __init__(
+        self,
+        checks: Sequence[CheckSpec],
+        settings: HealthSettings,
+        tracer: trace.Tracer,
+        histogram: object | None = None,
+    ) -> None:
+        self.checks = tuple(checks)
+        self._by_name = {c.name: c for c in self.checks}
+        self._settings = settings
+        self._tracer = tracer
+        self._histogram = histogram
+        self._results = {
+            c.name: CheckResult(c.name, Status.UNKNOWN, c.critical, "not evaluated yet", 0.0, None)
+            for c in self.checks
+        }
+        self.rounds = 0
+        self.draining = False
+        self._evaluated_at: float | None = None
+
+    def configure(self, settings: HealthSettings) -> None:
+        """New intervals and timeouts take effect from the next round (hot reload)."""
+        self._settings = settings
+
+    @property
+    def started(self) -> bool:
+        """The first round has finished."""
+        return self.rounds > 0
+
+    async def run(self) -> None:
+        """Evaluate now, then every health.interval_s, until cancelled."""
+        while True:
+            await self.evaluate()
+            await asyncio.sleep(self._settings.interval_s)
+
+    async def evaluate(self) -> list[CheckResult]:
+        """One round: every check at once, each within its own timeout."""
+        with self._tracer.start_as_current_span(
+            "health.evaluate", context=trace.set_span_in_context(trace.INVALID_SPAN)
+        ) as span:
+            results = await asyncio.gather(*(self._run_one(c) for c in self.checks))
+            overall = aggregate(results)
+            span.set_attribute("health.status", overall.value)
+            if overall is Status.UNHEALTHY:
+                span.set_status(SpanStatus(StatusCode.ERROR, "unhealthy"))
+        for result in results:
+            self._note_change(self._results[result.name], result)
+            self._results[result.name] = result
+        self._evaluated_at = time.monotonic()
+        self.rounds += 1
+        return list(results)
+
+    async def _run_one(self, spec: CheckSpec) -> CheckResult:
+        with self._tracer.start_as_current_span(
+            f"health.check {spec.name}",
+            attributes={"health.check.name": spec.name, "health.check.critical": spec.critical},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            started = time.perf_counter()
+            outcome = await self._outcome(spec, span)
+            seconds = time.perf_counter() - started
+            span.set_attribute("health.check.status", outcome.status.value)
+            if outcome.status is Status.UNHEALTHY:
+                span.set_status(SpanStatus(StatusCode.ERROR, outcome.message))
+        if self._histogram is not None:
+            self._histogram.record(seconds, {"check": spec.name})  # type: ignore[attr-defined]
+        return CheckResult(
+            spec.name,
+            outcome.status,
+            spec.critical,
+            outcome.message,
+            seconds * 1000,
+            datetime.now(UTC),
+            outcome.details,
+            outcome.observed_value,
+            outcome.observed_unit,
+            spec.component_type,
+            spec.measurement,
+        )
+
+    async def _outcome(self, spec: CheckSpec, span: trace.Span) -> Outcome:
+        """The one place an exception or a timeout becomes an unhealthy result.
+
+        Only Exception is caught: cancellation (shutdown) must pass through.
+        """
+        try:
+            async with asyncio.timeout(spec.timeout_s):
+                value = await spec.run()
+        except TimeoutError:
+            message = f"timed out after {spec.timeout_s:g}s"
+            span.add_event("timeout", {"timeout_s": spec.timeout_s})
+            return Outcome(Status.UNHEALTHY, message)
+        except Exception as error:  # noqa: BLE001 - the check boundary: recorded on the span
+            span.record_exception(error)
+            return Outcome(Status.UNHEALTHY, describe(error))
+        if isinstance(value, bool):
+            return Outcome(
+                Status.HEALTHY if value else Status.UNHEALTHY, "ok" if value else "failed"
+            )
+        if isinstance(value, Outcome):
+            return value
+        return Outcome(Status.UNHEALTHY, f"check returned {type(value).__name__}, not an Outcome")
+
+    def _note_change(self, before: CheckResult, after: CheckResult) -> None:
+        if before.status is after.status:
+            return
+        if before.timestamp is None and after.status is Status.HEALTHY:
+            return  # the first evaluation of a healthy check is no news
+        level = logging.ERROR if after.status is Status.UNHEALTHY else logging.WARNING
+        logger.log(
+            level,
+            "health check %s is %s (was %s): %s",
+            after.name,
+            after.status.value,
+            before.status.value,
+            after.message,
+            extra={
+                "check": after.name,
+                "status": after.status.value,
+                "previous": before.status.value,
+            },
+        )
+
+    # --- reading ---------------------------------------------------------------
+
+    def results(self, probe: Probe | None = None, exclude: Iterable[str] = ()) -> list[CheckResult]:
+        """The latest results (of one probe's checks), stale ones reported unknown."""
+        skip = set(exclude)
+        chosen = [
+            c for c in self.checks if (probe is None or probe in c.probes) and c.name not in skip
+        ]
+        stale = self._stale_for()
+        results = []
+        for spec in chosen:
+            result = self._results[spec.name]
+            if stale is not None and result.timestamp is not None:
+                result = CheckResult(
+                    result.name,
+                    Status.UNKNOWN,
+                    result.critical,
+                    f"stale: last evaluated {stale:.0f}s ago",
+                    result.duration_ms,
+                    result.timestamp,
+                    result.details,
+                )
+            results.append(result)
+        return results
+
+    def result(self, name: str) -> CheckResult | None:
+        return (
+            self.results(exclude=[c for c in self._by_name if c != name])[0]
+            if name in self._by_name
+            else None
+        )
+
+    def status(self, probe: Probe | None = None, exclude: Iterable[str] = ()) -> Status:
+        return aggregate(self.results(probe, exclude))
+
+    def _stale_for(self) -> float | None:
+        """Seconds since the last round when that is longer than the cache may serve."""
+        if self._evaluated_at is None:
+            return None
+        age = time.monotonic() - self._evaluated_at
+        longest = max((c.timeout_s for c in self.checks), default=0.0)
+        limit = self._settings.cache_ttl_s + self._settings.interval_s + longest
+        return age if age > limit else None
+
+
+def describe(error: BaseException) -> str:
+    """A one-line message for a failed check, with any URL password masked."""
+    if _refused(error):
+        return "connection refused"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return _URL_PASSWORD.sub(r"\1****@", text)
+
+
+def _refused(error: BaseException | None) -> bool:
+    """A refused connection anywhere in the chain (clients wrap the OSError their way)."""
+    seen = 0
+    while error is not None and seen < 5:
+        if isinstance(error, ConnectionRefusedError) or getattr(error, "errno", None) == 111:
+            return True
+        if "Error 111 " in str(error) or "Connect call failed" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+async def evaluate_once(
+    runner: HealthRunner, probe: Probe | None
+) -> tuple[Status, list[CheckResult]]:
+    """One round, then the probe's verdict: for `aiva health` in-process."""
+    await runner.evaluate()
+    results = runner.results(probe)
+    return aggregate(results), results

@@ -1,0 +1,190 @@
+"""Health endpoints in-process: statuses, probes, Kubernetes forms, IETF format, API key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import pytest
+from starlette.testclient import TestClient
+
+import aiva
+from aiva.health import Outcome, check
+from aiva.health.registry import CustomCheck
+from aiva.settings import load_settings
+
+NO_DEFAULT_CHECKS = {
+    "AIVA_HEALTH__CHECKS__DISK__ENABLED": "false",
+    "AIVA_HEALTH__CHECKS__MEMORY__ENABLED": "false",
+    "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
+    "AIVA_TELEMETRY__LOGS__LEVEL": "WARNING",
+}
+
+
+@contextmanager
+def client(checks: Sequence[object] = (), **environ: str) -> Iterator[TestClient]:
+    settings = load_settings({**NO_DEFAULT_CHECKS, **environ}, config_dir="/nonexistent").settings
+    with TestClient(aiva.create_app(settings, checks=checks)) as test_client:  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while test_client.get("/health/startup").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield test_client
+
+
+@check("cache", critical=False)
+async def degraded_cache() -> Outcome:
+    return Outcome.degraded("hit ratio low", hit_ratio=0.2)
+
+
+@check("db", critical=True)
+async def dead_db() -> Outcome:
+    raise ConnectionRefusedError(111, "refused")
+
+
+@check("optional", critical=False)
+async def dead_optional() -> bool:
+    return False
+
+
+async def fine() -> bool:
+    return True
+
+
+def test_no_checks_is_healthy() -> None:
+    with client() as c:
+        response = c.get("/health")
+    assert (response.status_code, response.json()["status"], response.json()["checks"]) == (
+        200,
+        "healthy",
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("checks", "status", "code"),
+    [
+        ([fine], "healthy", 200),
+        ([fine, degraded_cache], "degraded", 200),
+        ([fine, dead_optional], "degraded", 200),
+        ([fine, dead_optional, dead_db], "unhealthy", 503),
+    ],
+)
+def test_report_status_and_code(checks: list[object], status: str, code: int) -> None:
+    with client(checks) as c:
+        response = c.get("/health")
+    body = response.json()
+    assert (response.status_code, body["status"]) == (code, status)
+    assert response.headers["cache-control"] == "no-store"
+    assert {"timestamp", "uptime_seconds", "version", "checks"} <= set(body)
+    for entry in body["checks"]:
+        assert {
+            "name",
+            "status",
+            "critical",
+            "message",
+            "duration_ms",
+            "timestamp",
+            "details",
+        } <= set(entry)
+
+
+def test_unknown_gives_503() -> None:
+    @check("never", critical=True)
+    async def never() -> Outcome:
+        return Outcome(aiva.health.Status.UNKNOWN, "cannot tell")
+
+    with client([never]) as c:
+        response = c.get("/health")
+    assert (response.status_code, response.json()["status"]) == (503, "unknown")
+
+
+def test_liveness_never_depends_on_dependencies() -> None:
+    with client([dead_db], AIVA_REDIS__URL="redis://127.0.0.1:1/0") as c:
+        assert c.get("/health/live").status_code == 200
+        assert c.get("/livez").status_code == 200
+        assert c.get("/health/ready").status_code == 503
+        assert c.get("/ready").status_code == 503
+        report = c.get("/health").json()
+    redis = next(x for x in report["checks"] if x["name"] == "redis")
+    assert (redis["status"], redis["critical"], redis["message"]) == (
+        "unhealthy",
+        True,
+        "connection refused",
+    )
+
+
+def test_kubernetes_style_probes() -> None:
+    with client([fine, dead_db]) as c:
+        assert (c.get("/readyz").status_code, c.get("/readyz").text) == (503, "failed")
+        verbose = c.get("/readyz?verbose")
+        assert verbose.text.splitlines() == [
+            "[+]fine ok",
+            "[-]db failed: connection refused",
+            "readyz check failed",
+        ]
+        excluded = c.get("/readyz?verbose&exclude=db")
+        assert (excluded.status_code, excluded.text.splitlines()[-1]) == (
+            200,
+            "readyz check passed",
+        )
+        assert c.get("/readyz/fine").status_code == 200
+        assert c.get("/readyz/db").status_code == 503
+        assert c.get("/readyz/nope").status_code == 404
+        assert c.get("/livez/db").status_code == 404  # db is not in the live probe
+        assert c.get("/livez?verbose").text == "livez check passed\n"
+        assert c.get("/livez").headers["cache-control"] == "no-store"
+
+
+def test_ietf_health_json_on_request() -> None:
+    with client([fine, degraded_cache, dead_db]) as c:
+        response = c.get("/health", headers={"Accept": "application/health+json"})
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/health+json")
+    body = response.json()
+    assert body["status"] == "fail"
+    assert body["checks"]["cache:status"][0]["status"] == "warn"
+    assert body["checks"]["db:status"][0]["output"] == "connection refused"
+    assert set(body["checks"]["fine:status"][0]) == {
+        "componentType",
+        "observedValue",
+        "observedUnit",
+        "status",
+        "time",
+        "output",
+    }
+
+
+def test_api_key_guards_details_and_metrics_not_probes() -> None:
+    with client([dead_db], AIVA_SECURITY__API_KEY="k3y") as c:
+        bare = c.get("/health")
+        assert (bare.status_code, bare.json()) == (503, {"status": "unhealthy"})
+        full = c.get("/health", headers={"X-API-Key": "k3y"})
+        assert full.json()["checks"][0]["message"] == "connection refused"
+        assert c.get("/health", headers={"X-API-Key": "wrong"}).json() == {"status": "unhealthy"}
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"X-API-Key": "k3y"}).status_code == 200
+        assert c.get("/readyz?verbose").text.splitlines()[0] == "[-]db failed"
+        assert c.get("/health/live").status_code == 200
+        assert c.get("/health/ready").status_code == 503
+
+
+def test_draining_turns_readiness_503_at_once() -> None:
+    with client([fine]) as c:
+        assert c.get("/health/ready").status_code == 200
+        c.app_state["aiva"].health.draining = True  # what SIGTERM does (see aiva.server)
+        assert c.get("/health/ready").status_code == 503
+        assert c.get("/readyz?verbose").text.splitlines()[-2:] == [
+            "[-]shutdown failed: draining",
+            "readyz check failed",
+        ]
+        assert c.get("/health/live").status_code == 200
+
+
+def test_custom_checks_must_be_async() -> None:
+    def not_async() -> bool:
+        return True
+
+    with pytest.raises(TypeError):
+        aiva.create_app(load_settings({}, config_dir="/x").settings, checks=[not_async])  # type: ignore[list-item]
+    assert isinstance(check("x")(fine), CustomCheck)
