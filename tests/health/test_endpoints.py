@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -188,3 +189,37 @@ def test_custom_checks_must_be_async() -> None:
     with pytest.raises(TypeError):
         aiva.create_app(load_settings({}, config_dir="/x").settings, checks=[not_async])  # type: ignore[list-item]
     assert isinstance(check("x")(fine), CustomCheck)
+
+
+def test_startup_probe_waits_for_the_first_round() -> None:
+    @check("slow-start", critical=False)
+    async def slow_start() -> bool:
+        await asyncio.sleep(1.0)
+        return True
+
+    settings = load_settings(NO_DEFAULT_CHECKS, config_dir="/nonexistent").settings
+    with TestClient(aiva.create_app(settings, checks=[slow_start])) as c:
+        assert c.get("/health/startup").status_code == 503
+        assert c.get("/health/ready").status_code == 503  # unknown until evaluated
+        assert c.get("/health/live").status_code == 200
+        deadline = time.monotonic() + 5
+        while c.get("/health/startup").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert c.get("/health/ready").status_code == 200
+
+
+def test_sigterm_marks_the_app_draining_before_uvicorn_drains() -> None:
+    import signal
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from aiva.server import _Server
+
+    runner = SimpleNamespace(draining=False)
+    server = _Server(uvicorn.Config(app=lambda *a: None))  # type: ignore[arg-type]
+    server.lifespan = SimpleNamespace(state={"aiva": SimpleNamespace(health=runner)})  # type: ignore[assignment]
+    server.handle_exit(signal.SIGTERM, None)
+    assert runner.draining is True
+    assert server.should_exit is True
