@@ -64,7 +64,7 @@ def serve(host: str | None, port: int | None, env: str | None, workers: int | No
     loaded = _load(os.environ, None)
     from aiva.server import run
 
-    run(loaded.settings)
+    run(loaded)
 
 
 @cli.command()

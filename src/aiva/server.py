@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from aiva.settings import Settings
+from aiva.settings import LoadedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -18,13 +18,13 @@ logger = logging.getLogger(__name__)
 APP_FACTORY = "aiva.web.app:create_reference_app"
 
 
-def run(settings: Settings, app: ASGIApp | None = None) -> None:
+def run(loaded: LoadedSettings, app: ASGIApp | None = None) -> None:
     """Serve until SIGTERM/SIGINT, finishing in-flight requests within the graceful timeout.
 
     `app` defaults to the reference app (with the demo API); with several workers, each
     worker builds its own.
     """
-    server_settings = settings.server
+    server_settings = loaded.settings.server
     common: dict[str, Any] = {
         "host": server_settings.host,
         "port": server_settings.port,
@@ -40,7 +40,7 @@ def run(settings: Settings, app: ASGIApp | None = None) -> None:
     if app is None:
         from aiva.web.app import create_reference_app
 
-        app = create_reference_app(settings)
+        app = create_reference_app(loaded)
     config = uvicorn.Config(app, **common)
     with _exit_cleanly_after_shutdown():
         _Server(config).run()

@@ -24,11 +24,11 @@ def main() -> None:
     from aiva.settings import load_settings
     from aiva.web.app import create_reference_app
 
-    settings = load_settings(os.environ).settings
-    app = create_reference_app(settings)
+    loaded = load_settings(os.environ)
+    app = create_reference_app(loaded)
     if extra == "starlette":
         app.add_middleware(OpenTelemetryMiddleware)
-    run(settings, app)
+    run(loaded, app)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ async def slow(request: Request) -> PlainTextResponse:
 
 
 def main() -> None:
-    settings = load_settings(os.environ).settings
-    run(settings, create_app(settings, routes=[Route("/slow", slow)]))
+    loaded = load_settings(os.environ)
+    run(loaded, create_app(loaded, routes=[Route("/slow", slow)]))
 
 
 if __name__ == "__main__":

@@ -49,9 +49,17 @@ class HealthRunner:
         self.draining = False
         self._evaluated_at: float | None = None
 
-    def configure(self, settings: HealthSettings) -> None:
-        """New intervals and timeouts take effect from the next round (hot reload)."""
+    def configure(self, settings: HealthSettings, checks: Sequence[CheckSpec]) -> None:
+        """New intervals, timeouts and checks take effect from the next round (hot reload)."""
         self._settings = settings
+        self.checks = tuple(checks)
+        self._by_name = {c.name: c for c in self.checks}
+        unknown = "not evaluated yet"
+        self._results = {
+            c.name: self._results.get(c.name)
+            or CheckResult(c.name, Status.UNKNOWN, c.critical, unknown, 0.0, None)
+            for c in self.checks
+        }
 
     @property
     def started(self) -> bool:

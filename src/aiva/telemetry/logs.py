@@ -159,6 +159,13 @@ def build_logger_provider(
     return provider
 
 
+def set_level(level: str) -> None:
+    """Change the level of every logger aiva configured (hot reload)."""
+    logging.getLogger().setLevel(level)
+    for name in _UVICORN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def configure_logging(settings: LogsSettings, logger_provider: LoggerProvider | None) -> None:
     """Configure the root logger and uvicorn's loggers: the one place logging is set up."""
     handlers: dict[str, dict[str, Any]] = {

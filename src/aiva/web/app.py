@@ -14,8 +14,8 @@ from starlette.routing import BaseRoute, Route
 
 from aiva.health.registry import CustomCheck, as_custom
 from aiva.health.types import CheckFunction
-from aiva.settings import Settings, load_settings
-from aiva.web.lifespan import make_lifespan
+from aiva.settings import LoadedSettings, Settings, load_settings
+from aiva.web.lifespan import ReloadSource, make_lifespan
 from aiva.web.middleware import RequestMiddleware
 from aiva.web.routes import demo, health, info
 from aiva.web.routes.metrics import metrics
@@ -24,28 +24,34 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings | LoadedSettings | None = None,
     routes: Sequence[BaseRoute] = (),
     checks: Sequence[CustomCheck | CheckFunction] = (),
 ) -> Starlette:
     """The service's Starlette app: aiva's endpoints, then `routes`, under aiva's middleware.
 
     With no `settings`, they are loaded from the process environment and the settings
-    files (raising SettingsError when invalid).
+    files (raising SettingsError when invalid). Settings loaded from files (None, or a
+    LoadedSettings) are reloaded when the files change or on SIGHUP; a plain Settings
+    object stays as given.
     """
+    reload_from: ReloadSource | None = None
     if settings is None:
-        settings = load_settings(os.environ).settings
+        settings = load_settings(os.environ)
+    if isinstance(settings, LoadedSettings):
+        reload_from = ReloadSource(settings, dict(os.environ))
+        settings = settings.settings
     custom = [as_custom(check) for check in checks]  # misuse fails here, not at start-up
     app = Starlette(
         routes=[*_own_routes(settings), *routes],
         middleware=_middleware(settings),
-        lifespan=make_lifespan(settings, custom),
+        lifespan=make_lifespan(settings, custom, reload_from),
     )
     _settle_instrumentation(app, settings)
     return app
 
 
-def create_reference_app(settings: Settings | None = None) -> Starlette:
+def create_reference_app(settings: Settings | LoadedSettings | None = None) -> Starlette:
     """What `aiva serve` runs: the app with the demo API."""
     return create_app(settings, routes=demo.ROUTES)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +18,11 @@ from aiva import __version__
 from aiva.health.instruments import check_duration_histogram, register_gauges
 from aiva.health.registry import CustomCheck, build_checks
 from aiva.health.runner import HealthRunner
-from aiva.settings import Settings
+from aiva.settings import LoadedSettings, Settings
 from aiva.telemetry.http import HttpTelemetry
+from aiva.telemetry.logs import set_level
 from aiva.telemetry.setup import Telemetry, setup_telemetry
+from aiva.web.reloader import LiveSettings, SettingsReloader
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,17 @@ class AppState:
     telemetry: Telemetry
     http: HttpTelemetry
     health: HealthRunner
+    live: LiveSettings
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class ReloadSource:
+    """Where the settings came from, so that they can be read again."""
+
+    loaded: LoadedSettings
+    environ: Mapping[str, str]
 
 
 class LifespanState(TypedDict):
@@ -62,7 +73,23 @@ def build_health(
     return runner
 
 
-def make_lifespan(settings: Settings, checks: Sequence[CustomCheck]) -> Callable[[Starlette], Any]:
+def make_applier(
+    telemetry: Telemetry, health: HealthRunner, custom: Sequence[CustomCheck]
+) -> Callable[[Settings], None]:
+    """What a reload does with new settings: the live keys only."""
+
+    def apply(new: Settings) -> None:
+        set_level(new.telemetry.logs.level)
+        if telemetry.sampler is not None:
+            telemetry.sampler.set_ratio(new.telemetry.traces.sampler_ratio)
+        health.configure(new.health, build_checks(new, telemetry.stats, custom))
+
+    return apply
+
+
+def make_lifespan(
+    settings: Settings, checks: Sequence[CustomCheck], reload_from: ReloadSource | None = None
+) -> Callable[[Starlette], Any]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         telemetry = setup_telemetry(settings)
@@ -73,7 +100,8 @@ def make_lifespan(settings: Settings, checks: Sequence[CustomCheck]) -> Callable
             instrumented=settings.telemetry.instrumentation == "aiva",
         )
         health = build_health(settings, telemetry, checks)
-        state = AppState(settings, telemetry, http, health)
+        live = LiveSettings(settings)
+        state = AppState(settings, telemetry, http, health, live)
         logger.info(
             "%s %s started (environment %s)",
             settings.service.name,
@@ -83,6 +111,18 @@ def make_lifespan(settings: Settings, checks: Sequence[CustomCheck]) -> Callable
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(health.run)  # the first round starts at once
+                if reload_from is not None:
+                    reloads = telemetry.meter_provider.get_meter("aiva.config").create_counter(
+                        "aiva.config.reloads", unit="{reload}", description="Settings reloads."
+                    )
+                    reloader = SettingsReloader(
+                        reload_from.loaded,
+                        reload_from.environ,
+                        live,
+                        make_applier(telemetry, health, checks),
+                        reloads,
+                    )
+                    tasks.start_soon(reloader.run)
                 try:
                     yield {"aiva": state}
                 finally:

@@ -26,7 +26,7 @@ async def root(request: Request) -> JSONResponse:
 
 async def info(request: Request) -> JSONResponse:
     state = app_state(request)
-    settings = state.settings
+    settings = state.live.current
     body: dict[str, Any] = {
         "service": {
             "name": settings.service.name,
@@ -44,6 +44,8 @@ async def info(request: Request) -> JSONResponse:
             "started_at": state.started_at.isoformat(),
             "uptime_seconds": round(time.monotonic() - state.started_monotonic, 3),
         },
+        "settings_loaded_at": state.live.loaded_at.isoformat(),
+        "settings_hash": state.live.digest,
         "settings": {name: mask_value(name, value) for name, value in to_dict(settings).items()},
     }
     return JSONResponse(body)

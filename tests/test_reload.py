@@ -1,0 +1,179 @@
+"""Live settings against a running `aiva serve`: edits, SIGHUP, bad edits, editors' ways."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from infra.rotel import Rotel
+from infra.service import AivaService
+from infra.wait import wait_for
+
+
+def reloads(service: AivaService) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{service.base_url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("aiva_config_reloads_total{"):
+            result = line.split('result="')[1].split('"')[0]
+            counts[result] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def total(service: AivaService) -> float:
+    return sum(reloads(service).values())
+
+
+def debug_lines(service: AivaService, since: int) -> list[dict[str, object]]:
+    records = [json.loads(x) for x in service.log_text()[since:].splitlines() if x.startswith("{")]
+    return [r for r in records if r["level"] == "DEBUG"]
+
+
+def local(service: AivaService) -> Path:
+    return service.config_dir / "settings.local.yaml"
+
+
+def test_log_level_changes_live(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    mark = len(service.log_text())
+    with service.client() as client:
+        client.get("/api/demo/work")
+        assert debug_lines(service, mark) == []
+        local(service).write_text("default:\n  telemetry:\n    logs:\n      level: DEBUG\n")
+        started = time.monotonic()
+
+        def debug_seen() -> bool:
+            client.get("/api/demo/work")
+            return any(r["message"].startswith("planning") for r in debug_lines(service, mark))  # type: ignore[union-attr]
+
+        wait_for(debug_seen, timeout=3, interval=0.2)
+        assert time.monotonic() - started < 3
+        local(service).write_text("default:\n  telemetry:\n    logs:\n      level: INFO\n")
+        wait_for(lambda: reloads(service).get("applied") == 2, timeout=3)
+        mark = len(service.log_text())
+        for _ in range(3):
+            client.get("/api/demo/work")
+    time.sleep(0.3)
+    assert debug_lines(service, mark) == []
+    assert (
+        "settings reloaded (file change): telemetry.logs.level: 'DEBUG' -> 'INFO'"
+        in service.log_text()
+    )
+
+
+def test_sampler_ratio_changes_live(
+    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+) -> None:
+    collector = rotel()
+    service = aiva_service(
+        env={
+            "AIVA_TELEMETRY__OTLP__ENDPOINT": collector.grpc_endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+    )
+    with service.client() as client:
+        local(service).write_text("default:\n  telemetry:\n    traces:\n      sampler_ratio: 0\n")
+        wait_for(lambda: reloads(service).get("applied") == 1, timeout=3)
+        time.sleep(0.5)
+        mark = collector.mark()
+        for _ in range(20):
+            client.get("/api/demo/items/zero")
+        time.sleep(1)
+        assert [s for s in collector.spans(mark) if s["kind"] == "SERVER"] == []
+        local(service).write_text("default:\n  telemetry:\n    traces:\n      sampler_ratio: 1\n")
+        wait_for(lambda: reloads(service).get("applied") == 2, timeout=3)
+        client.get("/api/demo/items/one")
+    collector.wait_for_spans(
+        lambda s: s["attributes"].get("url.path") == "/api/demo/items/one", timeout=5
+    )
+
+
+def test_health_thresholds_change_by_the_next_round(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    service = aiva_service(env={"AIVA_HEALTH__INTERVAL_S": "1"})
+    with service.client() as client:
+        wait_for(lambda: client.get("/health/startup").status_code == 200, timeout=5)
+        disk = next(c for c in client.get("/health").json()["checks"] if c["name"] == "disk")
+        assert disk["status"] == "healthy"
+        local(service).write_text(
+            "default:\n  health:\n    checks:\n      disk:\n        warn_percent: 0\n        fail_percent: 100\n"
+        )
+
+        def disk_status() -> str:
+            return next(c for c in client.get("/health").json()["checks"] if c["name"] == "disk")[
+                "status"
+            ]
+
+        wait_for(lambda: disk_status() == "degraded", timeout=4, interval=0.2)
+        assert client.get("/health").status_code == 200  # non-critical: degraded, still 200
+
+
+def test_invalid_edit_is_refused_and_service_keeps_serving(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    service = aiva_service()
+    with service.client() as client:
+        before = client.get("/info").json()
+        local(service).write_text("default:\n  telemetry:\n    traces:\n      sampler_ratio: 7\n")
+        wait_for(lambda: reloads(service).get("rejected") == 1, timeout=4)
+        local(service).write_text("default:\n  server: [\n")  # does not parse, twice
+        wait_for(lambda: reloads(service).get("rejected") == 2, timeout=4)
+        after = client.get("/info").json()
+        assert client.get("/").status_code == 200
+    assert after["settings_hash"] == before["settings_hash"]
+    assert after["settings"]["telemetry"]["traces"]["sampler_ratio"] == 1.0
+    log = service.log_text()
+    assert (
+        "settings reload (file change) rejected, old settings stay: telemetry.traces.sampler_ratio: must be between 0 and 1, got 7"
+        in log
+    )
+
+
+def test_restart_keys_are_logged_not_applied(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    local(service).write_text("default:\n  server:\n    workers: 3\n")
+    wait_for(
+        lambda: "need a restart (not applied): server.workers: 1 -> 3" in service.log_text(),
+        timeout=4,
+    )
+    with service.client() as client:
+        assert client.get("/info").json()["settings"]["server"]["workers"] == 1
+
+
+def test_each_way_of_saving_reloads_exactly_once(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service()
+    path = local(service)
+    levels = iter(["DEBUG", "INFO", "WARNING"])
+
+    def text() -> str:
+        return f"default:\n  telemetry:\n    logs:\n      level: {next(levels)}\n"
+
+    def settle(expected: float) -> None:
+        wait_for(lambda: total(service) == expected, timeout=4)
+        time.sleep(1)  # a second reload of the same save would show by now
+        assert total(service) == expected
+
+    start = total(service)
+    # Rename-style save: write a temporary file, then rename it over the target.
+    temporary = path.with_name(".settings.local.yaml.tmp")
+    temporary.write_text(text())
+    temporary.replace(path)
+    settle(start + 1)
+    # In place: truncate, then write (two events close together).
+    with path.open("w") as handle:
+        handle.flush()
+        handle.write(text())
+    settle(start + 2)
+    # SIGHUP with a changed file the watcher has not been told about is the same as an edit;
+    # with no change it still counts one (unchanged) reload.
+    assert service.pid is not None
+    os.kill(service.pid, signal.SIGHUP)
+    settle(start + 3)
+    assert reloads(service).get("applied") == 2
+    assert reloads(service).get("unchanged") == 1
