@@ -56,6 +56,7 @@ class SettingsReloader:
         self._live = live
         self._apply = apply
         self._reloads = reloads
+        self._warned: dict[str, object] = {}  # restart-only keys already logged, by value
         for result in ("applied", "rejected", "unchanged"):
             reloads.add(0, {"result": result})  # the series exist from start-up
 
@@ -120,9 +121,12 @@ class SettingsReloader:
             return self._count("unchanged")
         live = {k: v for k, v in changed.items() if is_live(k)}
         later = {k: v for k, v in changed.items() if not is_live(k)}
-        if later:
+        news = {k: v for k, v in later.items() if self._warned.get(k, ...) != v[1]}
+        if news:
+            # Once per pending value: a later reload does not repeat the same warning.
+            self._warned.update({k: v[1] for k, v in news.items()})
             logger.warning(
-                "settings changed that need a restart (not applied): %s", describe_changes(later)
+                "settings changed that need a restart (not applied): %s", describe_changes(news)
             )
         if not live:
             return self._count("unchanged")
