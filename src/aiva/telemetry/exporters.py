@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -175,70 +176,41 @@ def count_drops(processor: Any, stats: ExportStats, signal: Signal) -> None:
     batch._metrics = DropCounter(stats, signal)
 
 
-def _headers(otlp: OtlpSettings) -> dict[str, str]:
-    return dict(otlp.headers)
+# (module, class) of the SDK's OTLP exporter for each signal and protocol.
+_OTLP_EXPORTERS = {
+    ("traces", "grpc"): (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("metrics", "grpc"): (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+    ("traces", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("logs", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http._log_exporter",
+        "OTLPLogExporter",
+    ),
+    ("metrics", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
 
 
-def span_exporter(otlp: OtlpSettings) -> SpanExporter:
+def otlp_exporter(otlp: OtlpSettings, signal: Literal["traces", "logs", "metrics"]) -> Any:
+    """The SDK's OTLP exporter for `signal` over the configured protocol (imported lazily)."""
+    module, name = _OTLP_EXPORTERS[signal, otlp.protocol]
+    exporter_class = getattr(importlib.import_module(module), name)
     endpoint = otlp.endpoint or ""
+    common = {"headers": dict(otlp.headers), "timeout": otlp.timeout_s}
     if otlp.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(
-            endpoint=endpoint,
-            insecure=not endpoint.startswith("https://"),
-            headers=_headers(otlp),
-            timeout=otlp.timeout_s,
+        return exporter_class(
+            endpoint=endpoint, insecure=not endpoint.startswith("https://"), **common
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
-    return HttpSpanExporter(
-        endpoint=_signal_url(endpoint, "traces"), headers=_headers(otlp), timeout=otlp.timeout_s
-    )
-
-
-def log_exporter(otlp: OtlpSettings) -> LogRecordExporter:
-    endpoint = otlp.endpoint or ""
-    if otlp.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(
-            endpoint=endpoint,
-            insecure=not endpoint.startswith("https://"),
-            headers=_headers(otlp),
-            timeout=otlp.timeout_s,
-        )
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    return HttpLogExporter(
-        endpoint=_signal_url(endpoint, "logs"), headers=_headers(otlp), timeout=otlp.timeout_s
-    )
-
-
-def metric_exporter(otlp: OtlpSettings) -> MetricExporter:
-    endpoint = otlp.endpoint or ""
-    if otlp.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(
-            endpoint=endpoint,
-            insecure=not endpoint.startswith("https://"),
-            headers=_headers(otlp),
-            timeout=otlp.timeout_s,
-        )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
-
-    return HttpMetricExporter(
-        endpoint=_signal_url(endpoint, "metrics"), headers=_headers(otlp), timeout=otlp.timeout_s
-    )
-
-
-def _signal_url(base: str, signal: str) -> str:
     # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL; each signal has its own path under it.
-    return f"{base.rstrip('/')}/v1/{signal}"
+    return exporter_class(endpoint=f"{endpoint.rstrip('/')}/v1/{signal}", **common)

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from aiva.context import log_fields_var, request_id_var
 from aiva.settings import Settings
 from aiva.settings.model import LogsSettings
-from aiva.telemetry.exporters import CountingLogExporter, ExportStats, count_drops, log_exporter
+from aiva.telemetry.exporters import CountingLogExporter, ExportStats, count_drops, otlp_exporter
 
 # The attributes every LogRecord has; anything else on a record is an extra field.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -153,7 +153,9 @@ def build_logger_provider(
     if not (telemetry.logs.otlp and telemetry.otlp.endpoint):
         return None
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    processor = BatchLogRecordProcessor(CountingLogExporter(log_exporter(telemetry.otlp), stats))
+    processor = BatchLogRecordProcessor(
+        CountingLogExporter(otlp_exporter(telemetry.otlp, "logs"), stats)
+    )
     count_drops(processor, stats, "logs")
     provider.add_log_record_processor(processor)
     return provider

@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
 from aiva.settings import Settings
-from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, metric_exporter
+from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
 
 # The HTTP semantic conventions' advised boundaries for http.server.request.duration (s).
 DURATION_BUCKETS_S = (
@@ -33,7 +33,7 @@ def build_meter_provider(
     if otlp.endpoint:
         readers.append(
             PeriodicExportingMetricReader(
-                CountingMetricExporter(metric_exporter(otlp), stats),
+                CountingMetricExporter(otlp_exporter(otlp, "metrics"), stats),
                 export_interval_millis=metrics.export_interval_s * 1000,
                 export_timeout_millis=otlp.timeout_s * 1000,
             )

@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 from aiva.settings import Settings
-from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, count_drops, span_exporter
+from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, count_drops, otlp_exporter
 
 
 class AdjustableRatioSampler(Sampler):
@@ -66,7 +66,7 @@ def build_tracer_provider(
     )
     otlp = settings.telemetry.otlp
     if otlp.endpoint:
-        processor = BatchSpanProcessor(CountingSpanExporter(span_exporter(otlp), stats))
+        processor = BatchSpanProcessor(CountingSpanExporter(otlp_exporter(otlp, "traces"), stats))
         count_drops(processor, stats, "spans")
         provider.add_span_processor(processor)
     return provider, sampler
