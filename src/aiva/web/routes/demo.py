@@ -39,8 +39,12 @@ async def work(request: Request) -> JSONResponse:
         with operation("demo.compute"):
             total = sum(i * i for i in range(size * 100))
         demo_meter = meter("aiva.demo")
-        demo_meter.create_counter("aiva.demo.items", unit="{item}").add(size)
-        demo_meter.create_histogram("aiva.demo.batch.size", unit="{item}").record(size)
+        demo_meter.create_counter(
+            "aiva.demo.items", unit="{item}", description="Items processed by the demo work route."
+        ).add(size)
+        demo_meter.create_histogram(
+            "aiva.demo.batch.size", unit="{item}", description="Batch sizes of the demo work route."
+        ).record(size)
         logger.info("processed %d items", size, extra={"items": size})
     return JSONResponse({"items": size, "total": total})
 
