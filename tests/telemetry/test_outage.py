@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from infra.proxy import TcpProxy
 from infra.rotel import Rotel
 from infra.service import AivaService
 from infra.wait import wait_for
@@ -113,3 +114,41 @@ def test_otel_sdk_disabled_sends_nothing(
         assert client.get("/metrics").status_code == 404
     assert service.terminate() == 0
     assert (collector.spans(), collector.log_records(), collector.metrics()) == ([], [], [])
+
+
+def test_black_holed_collector_blocks_no_request(
+    rotel: Callable[[], Rotel],
+    tcp_proxy: Callable[..., TcpProxy],
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    """A collector that accepts and never answers: each export hangs for its timeout."""
+    collector = rotel()
+    proxy = tcp_proxy("127.0.0.1", collector.grpc_port)
+    service = aiva_service(
+        env={
+            "AIVA_TELEMETRY__OTLP__ENDPOINT": f"http://{proxy.address}",
+            "AIVA_TELEMETRY__OTLP__TIMEOUT_S": "1",
+            "AIVA_TELEMETRY__METRICS__EXPORT_INTERVAL_S": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+    )
+    with service.client(timeout=5) as client:
+        healthy = median_latency(client, "/api/demo/items/up", 50)
+        proxy.set_mode("blackhole")
+        black_holed = median_latency(client, "/api/demo/items/down", 200)
+        # An export waiting on the collector would add up to its 1 s timeout.
+        assert black_holed < healthy * 3 + 0.02, (healthy, black_holed)
+        wait_for(
+            lambda: metric_value(service, "aiva_telemetry_failed_total", "") > 0,
+            timeout=15,
+            message=lambda: "no failed export counted",
+        )
+        wait_for(lambda: client.get("/health").json()["status"] == "degraded", timeout=15)
+        telemetry = next(
+            c for c in client.get("/health").json()["checks"] if c["name"] == "telemetry"
+        )
+        assert telemetry["status"] == "degraded"
+        assert telemetry["message"].startswith("OTLP export failing for ")
+    started = time.monotonic()
+    assert service.terminate(timeout=30) == 0
+    assert time.monotonic() - started < 15  # the flush gives up within its deadline
