@@ -126,7 +126,13 @@ class operation:
 
 
 def _duration_histogram() -> metrics.Histogram:
-    # The SDK returns the already-registered instrument on repeated creation.
-    return meter("aiva.operation").create_histogram(
+    return _histogram_of(metrics.get_meter_provider())
+
+
+@functools.lru_cache(maxsize=4)
+def _histogram_of(provider: metrics.MeterProvider) -> metrics.Histogram:
+    # Looking the instrument up again costs ~10 µs an operation (the SDK takes locks
+    # and compares descriptors); keyed by provider, so a new provider gets its own.
+    return provider.get_meter("aiva.operation", __version__).create_histogram(
         "aiva.operation.duration", unit="s", description="Duration of aiva.operation units of work."
     )

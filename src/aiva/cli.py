@@ -167,7 +167,7 @@ def _load(environ: Mapping[str, str], env: str | None) -> LoadedSettings:
 def _fail(error: SettingsError) -> NoReturn:
     for problem in error.problems:
         click.echo(f"settings error: {problem}", err=True)
-    sys.exit(error.exit_code)
+    sys.exit(EXIT_SETTINGS)
 
 
 def _quiet_on_closed_pipe() -> None:

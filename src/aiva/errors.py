@@ -27,8 +27,6 @@ class AivaError(Exception):
 class SettingsError(AivaError):
     """The settings are invalid; carries every problem found, one line each."""
 
-    exit_code = 2
-
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 Probe = Literal["live", "ready", "startup"]
-PROBES: tuple[Probe, ...] = ("live", "ready", "startup")
 
 
 class Status(enum.StrEnum):

@@ -37,7 +37,6 @@ class HealthRunner:
         histogram: object | None = None,
     ) -> None:
         self.checks = tuple(checks)
-        self._by_name = {c.name: c for c in self.checks}
         self._settings = settings
         self._tracer = tracer
         self._histogram = histogram
@@ -53,7 +52,6 @@ class HealthRunner:
         """New intervals, timeouts and checks take effect from the next round (hot reload)."""
         self._settings = settings
         self.checks = tuple(checks)
-        self._by_name = {c.name: c for c in self.checks}
         unknown = "not evaluated yet"
         self._results = {
             c.name: self._results.get(c.name)
@@ -185,13 +183,6 @@ class HealthRunner:
                 )
             results.append(result)
         return results
-
-    def result(self, name: str) -> CheckResult | None:
-        return (
-            self.results(exclude=[c for c in self._by_name if c != name])[0]
-            if name in self._by_name
-            else None
-        )
 
     def status(self, probe: Probe | None = None, exclude: Iterable[str] = ()) -> Status:
         return aggregate(self.results(probe, exclude))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiva.errors import SettingsError
 from aiva.settings.build import AUTOMATIC_CHECKS, build, derive, normalise, to_dict
-from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, merge, read_layers
+from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, get_path, merge, read_layers
 from aiva.settings.masking import mask_value
 from aiva.settings.model import CheckSettings, Settings
 from aiva.settings.validate import validate
@@ -69,14 +69,8 @@ def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str)
         "health.cache_ttl_s": "derived from health.interval_s",
     }
     for key, origin in derived.items():
-        if _get(data, key.split(".")) is None:
+        if get_path(data, key) is None:
             origins[key] = origin
     for name, path, _ in AUTOMATIC_CHECKS:
-        if _get(data, list(path)):
+        if get_path(data, ".".join(path)):
             origins.setdefault(f"health.checks.{name}.type", f"derived from {'.'.join(path)}")
-
-
-def _get(data: object, path: list[str]) -> object:
-    for part in path:
-        data = data.get(part) if isinstance(data, Mapping) else None
-    return data

@@ -166,6 +166,15 @@ def _merge_into(target: dict[str, Any], source: Mapping[str, Any]) -> None:
             target[name] = value
 
 
+def get_path(data: Any, key: str) -> Any:
+    """The value at a dotted key in nested mappings, or None where the path ends early."""
+    for part in key.split("."):
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
+
+
 def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
     *parents, last = key.split(".")
     for part in parents:

@@ -13,7 +13,7 @@ from dynaconf import Dynaconf, Validator
 from dynaconf.validator import ValidationError
 
 from aiva.errors import Problem
-from aiva.settings.layers import source_of
+from aiva.settings.layers import get_path, source_of
 from aiva.settings.masking import mask_value
 from aiva.settings.model import (
     CHECK_COMMON_KEYS,
@@ -47,7 +47,7 @@ def validate(data: Mapping[str, Any], origins: Mapping[str, str]) -> list[Proble
             continue
         if _breaks(rule.validator, holder):
             failed.add(rule.key)
-            value = repr(mask_value(rule.key, _get(data, rule.key)))
+            value = repr(mask_value(rule.key, get_path(data, rule.key)))
             problems.append(
                 Problem(
                     rule.key,
@@ -126,7 +126,7 @@ def _rules_for(key: str, kind: Any, constraints: Mapping[str, Any], data: Any) -
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         yield _rule(key, "must be a table of settings", lambda v: isinstance(v, dict))
         if key == "health":
-            yield from _check_rules(_get(data, "health.checks"))
+            yield from _check_rules(data)
         for f in dataclasses.fields(kind):
             if key == "health" and f.name == "checks":
                 continue
@@ -134,11 +134,12 @@ def _rules_for(key: str, kind: Any, constraints: Mapping[str, Any], data: Any) -
         return
     text, test = _type_rule(kind)
     yield _rule(key, text, test)
-    if _get(data, key) is not None:
+    if get_path(data, key) is not None:
         yield from _constraint_rules(key, constraints)
 
 
-def _check_rules(checks: Any) -> Iterator[Rule]:
+def _check_rules(data: Mapping[str, Any]) -> Iterator[Rule]:
+    checks = get_path(data, "health.checks")
     yield _rule("health.checks", "must be a table of checks", lambda v: isinstance(v, dict))
     if not isinstance(checks, dict):
         return
@@ -152,12 +153,10 @@ def _check_rules(checks: Any) -> Iterator[Rule]:
         yield Rule(
             f"{prefix}.type", "is required", Validator(f"{prefix}.type", must_exist=True), False
         )
-        for common in sorted(CHECK_COMMON_KEYS):
-            if common in spec:
-                key = f"{prefix}.{common}"
-                yield from _rules_for(key, hints[common], fields[common].metadata, {})
-                if spec[common] is not None:
-                    yield from _constraint_rules(key, fields[common].metadata)
+        for common in sorted(CHECK_COMMON_KEYS & set(spec)):
+            yield from _rules_for(
+                f"{prefix}.{common}", hints[common], fields[common].metadata, data
+            )
         options = CHECK_OPTIONS.get(str(spec.get("type")), {})
         for option, option_rule in options.items():
             yield from _option_rules(f"{prefix}.{option}", option_rule, spec.get(option))
@@ -266,11 +265,3 @@ def _all_paths(value: Any) -> bool:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-def _get(data: Any, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(part)
-    return data

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 
+from opentelemetry import metrics
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from aiva.api import log_context, meter, operation
+from aiva.api import log_context, operation
 
 logger = logging.getLogger("aiva.demo")
 
@@ -38,15 +40,25 @@ async def work(request: Request) -> JSONResponse:
             await asyncio.sleep(delay_ms / 1000)
         with operation("demo.compute"):
             total = sum(i * i for i in range(size * 100))
-        demo_meter = meter("aiva.demo")
-        demo_meter.create_counter(
-            "aiva.demo.items", unit="{item}", description="Items processed by the demo work route."
-        ).add(size)
-        demo_meter.create_histogram(
-            "aiva.demo.batch.size", unit="{item}", description="Batch sizes of the demo work route."
-        ).record(size)
+        items, batch_size = _instruments(metrics.get_meter_provider())
+        items.add(size)
+        batch_size.record(size)
         logger.info("processed %d items", size, extra={"items": size})
     return JSONResponse({"items": size, "total": total})
+
+
+@functools.lru_cache(maxsize=4)
+def _instruments(provider: metrics.MeterProvider) -> tuple[metrics.Counter, metrics.Histogram]:
+    """The demo's own instruments, created once per provider (as a service should)."""
+    demo_meter = provider.get_meter("aiva.demo")
+    return (
+        demo_meter.create_counter(
+            "aiva.demo.items", unit="{item}", description="Items processed by the demo work route."
+        ),
+        demo_meter.create_histogram(
+            "aiva.demo.batch.size", unit="{item}", description="Batch sizes of the demo work route."
+        ),
+    )
 
 
 async def fail(request: Request) -> JSONResponse:
