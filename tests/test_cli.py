@@ -164,3 +164,44 @@ def test_help_explains_the_options(tmp_path: Path, args: tuple[str, ...], words:
     assert result.returncode == 0
     for word in words:
         assert word in result.stdout
+
+
+def test_bad_log_file_path_is_a_settings_error_for_serve(tmp_path: Path) -> None:
+    result = aiva(
+        "serve",
+        "--port",
+        "1",  # never bound: the settings are refused first
+        config=tmp_path,
+        env={"AIVA_TELEMETRY__LOGS__FILE__PATH": "/nonexistent/dir/x.log"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "settings error: telemetry.logs.file.path: must be a file path in an existing folder, "
+        "got '/nonexistent/dir/x.log' "
+        "(from environment variable AIVA_TELEMETRY__LOGS__FILE__PATH)"
+    ]
+
+
+def test_missing_config_dir_is_a_settings_error(tmp_path: Path) -> None:
+    result = aiva("config", "validate", config=tmp_path / "missing")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"settings error: AIVA_CONFIG_DIR: must be an existing folder, "
+        f"got {str(tmp_path / 'missing')!r} (from environment variable AIVA_CONFIG_DIR)"
+    ]
+
+
+def test_malformed_otlp_header_is_not_printed(tmp_path: Path) -> None:
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer ok,Bearer supersecret"}
+    result = aiva("config", "validate", config=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "malformed entry at position 2 (not shown: secret)" in result.stderr
+    assert "supersecret" not in result.stderr + result.stdout
+
+
+def test_digit_only_secret_from_the_environment_is_a_string(tmp_path: Path) -> None:
+    env = {"AIVA_DATABASE__PASSWORD": "123456", "AIVA_SERVICE__VERSION": "1.0"}
+    result = aiva("config", "show", config=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "version: '1.0'" in result.stdout
+    assert "password: '****'" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from opentelemetry.metrics import NoOpMeterProvider
 
+from aiva.settings import load_settings
+from aiva.web.reloader import REPARSE_DELAY_S, LiveSettings, SettingsReloader
 from infra.rotel import Rotel
 from infra.service import AivaService
 from infra.wait import wait_for
@@ -165,11 +169,16 @@ def test_each_way_of_saving_reloads_exactly_once(aiva_service: Callable[..., Aiv
     temporary.write_text(text())
     temporary.replace(path)
     settle(start + 1)
-    # In place: truncate, then write (two events close together).
+    # In place: truncate, then write, with a pause between (two events, one reload of the
+    # final text: the watcher waits for quiet, a file caught empty is read again).
     with path.open("w") as handle:
-        handle.flush()
+        time.sleep(0.15)
         handle.write(text())
     settle(start + 2)
+    assert reloads(service).get("applied") == 2
+    assert reloads(service).get("rejected") == 0
+    with service.client() as client:
+        assert client.get("/info").json()["settings"]["telemetry"]["logs"]["level"] == "INFO"
     # SIGHUP with a changed file the watcher has not been told about is the same as an edit;
     # with no change it still counts one (unchanged) reload.
     assert service.pid is not None
@@ -177,3 +186,93 @@ def test_each_way_of_saving_reloads_exactly_once(aiva_service: Callable[..., Aiv
     settle(start + 3)
     assert reloads(service).get("applied") == 2
     assert reloads(service).get("unchanged") == 1
+
+
+def test_info_hash_and_load_time_follow_the_settings_in_force(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    service = aiva_service()
+    with service.client() as client:
+        first = client.get("/info").json()
+        # A live key and a restart-only key: only the live one is put in force.
+        local(service).write_text(
+            "default:\n  telemetry:\n    logs:\n      level: DEBUG\n  server:\n    workers: 3\n"
+        )
+        wait_for(lambda: reloads(service).get("applied") == 1, timeout=4)
+        second = client.get("/info").json()
+        # The live key back: the settings in force are the first ones again (workers 1).
+        local(service).write_text("default:\n  telemetry:\n    logs:\n      level: INFO\n")
+        wait_for(lambda: reloads(service).get("applied") == 2, timeout=4)
+        third = client.get("/info").json()
+    assert second["settings_hash"] != first["settings_hash"]
+    assert second["settings_loaded_at"] > first["settings_loaded_at"]
+    assert third["settings_loaded_at"] > second["settings_loaded_at"]
+    assert third["settings"] == first["settings"]
+    assert third["settings_hash"] == first["settings_hash"]
+
+
+# --- the reloader in this process: a file caught half written -------------------
+
+
+def reloader_on(folder: Path) -> tuple[SettingsReloader, LiveSettings]:
+    loaded = load_settings({}, config_dir=folder)
+    live = LiveSettings(loaded.settings)
+    counter = NoOpMeterProvider().get_meter("test").create_counter("aiva.config.reloads")
+    return SettingsReloader(loaded, {}, live, lambda _: None, counter), live
+
+
+def reload_while(reloader: SettingsReloader, edit: Callable[[], object]) -> tuple[str, float]:
+    """Reload; `edit` runs once the first read is done. The result and the time it took."""
+
+    async def scenario() -> tuple[str, float]:
+        started = time.monotonic()
+        task = asyncio.create_task(reloader.reload("test"))
+        await asyncio.sleep(0)  # the task reads the files, then waits to read again or ends
+        edit()
+        return await task, time.monotonic() - started
+
+    return asyncio.run(scenario())
+
+
+DEBUG = "default:\n  telemetry:\n    logs:\n      level: DEBUG\n"
+
+
+def test_file_unparsable_then_valid_on_the_retry_is_accepted(tmp_path: Path) -> None:
+    reloader, live = reloader_on(tmp_path)
+    path = tmp_path / "settings.local.yaml"
+    path.write_text("default:\n  telemetry: [\n")
+    result, took = reload_while(reloader, lambda: path.write_text(DEBUG))
+    assert result == "applied"
+    assert took >= REPARSE_DELAY_S  # it was read twice
+    assert live.current.telemetry.logs.level == "DEBUG"
+
+
+def test_file_unparsable_on_both_reads_is_rejected(tmp_path: Path) -> None:
+    reloader, live = reloader_on(tmp_path)
+    path = tmp_path / "settings.local.yaml"
+    path.write_text("default:\n  telemetry: [\n")
+    result, _ = reload_while(reloader, lambda: path.write_text("default:\n  server: [\n"))
+    assert result == "rejected"
+    assert live.current.telemetry.logs.level == "INFO"
+
+
+def test_emptied_file_is_read_again_before_it_counts(tmp_path: Path) -> None:
+    path = tmp_path / "settings.local.yaml"
+    path.write_text(DEBUG)
+    reloader, live = reloader_on(tmp_path)
+    path.write_text("")  # truncated: the write is yet to come
+    result, took = reload_while(reloader, lambda: path.write_text(DEBUG.replace("DEBUG", "ERROR")))
+    assert (result, live.current.telemetry.logs.level) == ("applied", "ERROR")
+    assert took >= REPARSE_DELAY_S
+    path.write_text("")  # and left empty: refused, the settings in force stay
+    result, _ = reload_while(reloader, lambda: None)
+    assert (result, live.current.telemetry.logs.level) == ("rejected", "ERROR")
+
+
+def test_file_empty_from_the_start_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "settings.local.yaml").write_text("")
+    reloader, live = reloader_on(tmp_path)
+    (tmp_path / "settings.yaml").write_text(DEBUG)
+    result, took = reload_while(reloader, lambda: None)
+    assert (result, live.current.telemetry.logs.level) == ("applied", "DEBUG")
+    assert took < REPARSE_DELAY_S

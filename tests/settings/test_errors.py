@@ -11,7 +11,8 @@ from aiva.settings import load_settings
 from tests.conftest import WriteConfig
 
 
-def problems(folder: Path | str, environ: dict[str, str] | None = None) -> list[str]:
+def problems(folder: Path | str | None, environ: dict[str, str] | None = None) -> list[str]:
+    """The problem lines of loading from `folder` (None: the folder the environment names)."""
     with pytest.raises(SettingsError) as caught:
         load_settings(environ or {}, config_dir=folder)
     return [str(p) for p in caught.value.problems]
@@ -125,10 +126,139 @@ def test_secret_values_are_masked_in_errors(write_config: WriteConfig) -> None:
     assert "123456" not in text and "hunter2" not in text
 
 
-def test_malformed_otel_headers_are_refused(tmp_path: Path) -> None:
-    [line] = problems(tmp_path, {"OTEL_EXPORTER_OTLP_HEADERS": "novalue"})
-    assert line.startswith("telemetry.otlp.headers: malformed entry 'novalue'")
-    assert line.endswith("(from environment variable OTEL_EXPORTER_OTLP_HEADERS)")
+def test_malformed_otel_headers_are_refused_without_showing_them(tmp_path: Path) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer ok,Bearer supersecret"}
+    [line] = problems(tmp_path, environ)
+    assert line == (
+        "telemetry.otlp.headers: malformed entry at position 2 (not shown: secret), "
+        "want k=v,... (from environment variable OTEL_EXPORTER_OTLP_HEADERS)"
+    )
+    assert "supersecret" not in line
+
+
+def test_malformed_resource_attribute_is_shown(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, {"OTEL_RESOURCE_ATTRIBUTES": "team=core,oops"})
+    assert line.startswith("telemetry.resource_attributes: malformed entry 'oops', want k=v")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        ("AIVA_REDIS__URL", "redis//u:pw@h/0", "'redis//u:****@h/0'"),
+        ("AIVA_HEALTH__CHECKS__DB__DSN", "postgres//u:pw@h/db", "'postgres//u:****@h/db'"),
+    ],
+)
+def test_malformed_dsn_password_is_masked(
+    tmp_path: Path, variable: str, value: str, shown: str
+) -> None:
+    environ = {variable: value, "AIVA_HEALTH__CHECKS__DB__TYPE": "postgres"}
+    [line] = problems(tmp_path, environ)
+    assert "must be a URL" in line and f"got {shown}" in line, line
+    assert "pw" not in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AIVA_TELEMETRY__OTLP__HEADERS", "{a=1}", "telemetry.otlp.headers: must be a table"),
+        ("AIVA_SERVER__PORT__X", "1", "server.port: must be a whole number, got {'x': 1}"),
+    ],
+)
+def test_error_names_the_layer_that_set_a_table_or_its_keys(
+    write_config: WriteConfig, variable: str, value: str, expected: str
+) -> None:
+    # The defaults set these keys; a file sets a sibling key; the variable supplies the bad value.
+    folder = write_config(
+        {"settings.yaml": "default:\n  telemetry:\n    otlp:\n      headers: {a: '1', b: '2'}\n"}
+    )
+    [line] = problems(folder, {variable: value})
+    assert line.startswith(expected), line
+    assert line.endswith(f"(from environment variable {variable})")
+
+
+def test_error_names_the_file_that_set_a_key_under_a_value(write_config: WriteConfig) -> None:
+    folder = write_config(
+        {
+            "settings.yaml": "default:\n  server:\n    port: 9000\n",
+            "settings.local.yaml": "default:\n  server:\n    port:\n      x: 1\n",
+        }
+    )
+    [line] = problems(folder)
+    assert line.endswith(f"(from {folder.resolve() / 'settings.local.yaml'})")
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "directory"])
+def test_log_file_must_be_in_an_existing_folder(tmp_path: Path, kind: str) -> None:
+    path = "/nonexistent/dir/x.log" if kind == "missing folder" else str(tmp_path)
+    [line] = problems(tmp_path, {"AIVA_TELEMETRY__LOGS__FILE__PATH": path})
+    assert line == (
+        "telemetry.logs.file.path: must be a file path in an existing folder, "
+        f"got {path!r} (from environment variable AIVA_TELEMETRY__LOGS__FILE__PATH)"
+    )
+
+
+def test_log_file_in_an_existing_folder_is_accepted(tmp_path: Path) -> None:
+    path = str(tmp_path / "aiva.log")
+    environ = {"AIVA_TELEMETRY__LOGS__FILE__PATH": path}
+    assert load_settings(environ, config_dir=tmp_path).settings.telemetry.logs.file.path == path
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_explicit_config_dir_must_be_a_folder(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "settings.yaml"
+    if kind == "file":
+        folder.write_text("default: {}\n")
+    [line] = problems(None, {"AIVA_CONFIG_DIR": str(folder)})
+    assert line == (
+        f"AIVA_CONFIG_DIR: must be an existing folder, got {str(folder)!r} "
+        "(from environment variable AIVA_CONFIG_DIR)"
+    )
+
+
+def test_config_dir_argument_naming_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "settings.yaml").write_text("default: {}\n")
+    [line] = problems(tmp_path / "settings.yaml")
+    assert line.startswith("AIVA_CONFIG_DIR: must be an existing folder, got ")
+    assert line.endswith("(from argument config_dir)")
+
+
+def test_missing_default_config_folder_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config here: the embedded defaults apply
+    assert load_settings({}).settings.server.port == 8000
+
+
+def test_warn_threshold_must_not_exceed_fail_threshold(write_config: WriteConfig) -> None:
+    folder = write_config(
+        {
+            "settings.yaml": "default:\n  health:\n    checks:\n      disk:\n        warn_percent: 96\n"
+        }
+    )
+    [line] = problems(folder)
+    assert line == (
+        "health.checks.disk.warn_percent: must not exceed fail_percent (95), got 96 "
+        f"(from {folder.resolve() / 'settings.yaml'})"
+    )
+    # When a later layer set fail_percent, that is the one reported; a check of another
+    # threshold type (cpu) with both set in one layer reports warn_percent.
+    environ = {
+        "AIVA_HEALTH__CHECKS__MEMORY__FAIL_PERCENT": "80",
+        "AIVA_HEALTH__CHECKS__HOT__TYPE": "cpu",
+        "AIVA_HEALTH__CHECKS__HOT__WARN_PERCENT": "50",
+        "AIVA_HEALTH__CHECKS__HOT__FAIL_PERCENT": "40",
+    }
+    assert problems(write_config({}), environ) == [
+        "health.checks.memory.fail_percent: must be at least warn_percent (90), got 80 "
+        "(from environment variable AIVA_HEALTH__CHECKS__MEMORY__FAIL_PERCENT)",
+        "health.checks.hot.warn_percent: must not exceed fail_percent (40), got 50 "
+        "(from environment variable AIVA_HEALTH__CHECKS__HOT__WARN_PERCENT)",
+    ]
+
+
+def test_equal_thresholds_are_accepted(tmp_path: Path) -> None:
+    environ = {"AIVA_HEALTH__CHECKS__CPU__WARN_PERCENT": "98"}
+    assert load_settings(environ, config_dir=tmp_path).settings.health.checks["cpu"]
 
 
 def test_health_check_rules(write_config: WriteConfig) -> None:

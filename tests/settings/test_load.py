@@ -225,3 +225,30 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         s.server.port = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         s.telemetry.otlp.headers["x"] = "y"  # type: ignore[index]
+
+
+def test_aiva_variables_keep_text_where_a_string_is_declared(tmp_path: Path) -> None:
+    environ = {
+        "AIVA_DATABASE__PASSWORD": "123456",
+        "AIVA_SERVICE__VERSION": "1.0",
+        "AIVA_SERVICE__NAME": "true",
+        "AIVA_TELEMETRY__OTLP__HEADERS__X_TENANT": "42",
+        "AIVA_HEALTH__CHECKS__DISK__PATH": "2024",
+        "AIVA_DATABASE__HOST": "@none",  # dynaconf's null marker still unsets an optional string
+        # Other keys stay typed as TOML literals.
+        "AIVA_SERVER__PORT": "9100",
+        "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": "0.5",
+        "AIVA_TELEMETRY__ENABLED": "false",
+        "AIVA_APP__LIMIT": "7",
+    }
+    s = load(tmp_path, environ).settings
+    assert s.database.password == "123456"
+    assert s.service.version == "1.0"
+    assert s.service.name == "true"
+    assert dict(s.telemetry.otlp.headers) == {"x_tenant": "42"}
+    assert s.health.checks["disk"].options["path"] == "2024"
+    assert s.database.host is None
+    assert s.server.port == 9100
+    assert s.telemetry.traces.sampler_ratio == 0.5
+    assert s.telemetry.enabled is False
+    assert s.app["limit"] == 7

@@ -45,3 +45,12 @@ def test_reload_puts_only_live_keys_in_force() -> None:
 def test_described_changes_mask_secrets() -> None:
     old, new = settings(AIVA_DATABASE__PASSWORD="a"), settings(AIVA_DATABASE__PASSWORD="b")
     assert describe_changes(changes(old, new)) == "database.password: '****' -> '****'"
+
+
+def test_digest_is_of_the_masked_settings() -> None:
+    # A hash of the secrets themselves (shown on /info) would let anyone test guesses.
+    assert digest(settings(AIVA_DATABASE__PASSWORD="a")) == digest(
+        settings(AIVA_DATABASE__PASSWORD="b")
+    )
+    assert digest(settings(AIVA_DATABASE__PASSWORD="a")) != digest(settings())
+    assert digest(settings(AIVA_SERVER__PORT="9000")) != digest(settings())

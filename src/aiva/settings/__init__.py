@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiva.errors import SettingsError
+from aiva.errors import Problem, SettingsError
 from aiva.settings.build import AUTOMATIC_CHECKS, build, derive, normalise, to_dict
 from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, get_path, merge, read_layers
 from aiva.settings.masking import mask_value
@@ -50,6 +50,7 @@ def load_settings(
     env = env or environ.get("AIVA_ENV") or DEFAULT_ENV
     folder = Path(config_dir or environ.get("AIVA_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     layers, problems = read_layers(environ, env, folder)
+    problems = _folder_problems(folder, environ, config_dir) + problems
     merged = merge(layers)
     origins = dict(merged.origins)
     _note_derived(merged.data, origins, env)
@@ -58,6 +59,27 @@ def load_settings(
     if problems:
         raise SettingsError(problems)
     return LoadedSettings(build(data), origins, env, folder)
+
+
+def _folder_problems(
+    folder: Path, environ: Mapping[str, str], config_dir: str | Path | None
+) -> list[Problem]:
+    """A settings folder named explicitly must be one; the default `./config` may be missing.
+
+    A `config_dir=` argument may name a missing folder: callers (tests, tools) use that to
+    mean "no settings files". A file there is a mistake either way.
+    """
+    if folder.is_dir():
+        return []
+    if config_dir:
+        source = "argument config_dir"
+        if not folder.exists():
+            return []
+    elif environ.get("AIVA_CONFIG_DIR"):
+        source = "environment variable AIVA_CONFIG_DIR"
+    else:
+        return []
+    return [Problem("AIVA_CONFIG_DIR", "must be an existing folder", source, repr(str(folder)))]
 
 
 def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str) -> None:

@@ -13,7 +13,8 @@ from dynaconf.loaders import json_loader, toml_loader, yaml_loader
 from dynaconf.utils.parse_conf import parse_conf_data
 
 from aiva.errors import Problem
-from aiva.settings.model import Settings
+from aiva.settings.masking import is_secret_key
+from aiva.settings.model import Settings, declares_string
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "defaults.yaml"
 DEFAULTS_SOURCE = "package defaults"
@@ -28,6 +29,7 @@ _LOADERS = {
     ".toml": toml_loader,
     ".json": json_loader,
 }
+FILE_SUFFIXES = tuple(_LOADERS)
 # Variables that pick the environment and the folder; they are not settings keys.
 _SWITCHES = frozenset({"AIVA_ENV", "AIVA_CONFIG_DIR"})
 _SECTION_NAMES = frozenset(f.upper() for f in Settings.__dataclass_fields__)
@@ -67,21 +69,34 @@ def read_layers(
 
 
 def merge(layers: list[Layer]) -> Layer:
-    """Layers merged in order: later values win, nested tables merge key by key."""
+    """Layers merged in order: later values win, nested tables merge key by key.
+
+    The origins stay in the order the values were set, so the last entry under a
+    table names the layer that touched it last.
+    """
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for layer in layers:
-        _merge_into(data, layer.data)
         for key, origin in layer.origins.items():
-            # A table replaced by a plain value takes its keys' provenance with it.
-            for stale in [k for k in origins if k.startswith(key + ".")]:
+            current = get_path(data, key)
+            if get_path(layer.data, key) == {} and isinstance(current, dict) and current:
+                continue  # an empty table merged into a full one changes nothing
+            # A table replaced by a plain value takes its keys' provenance with it; a
+            # value (or an empty table) replaced by a table takes its own.
+            parents = {key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)}
+            for stale in [k for k in origins if k.startswith(key + ".") or k in parents]:
                 del origins[stale]
+            origins.pop(key, None)  # re-inserted last: the newest setting
             origins[key] = origin
+        _merge_into(data, layer.data)
     return Layer(data, origins)
 
 
 def source_of(key: str, origins: Mapping[str, str]) -> str:
-    """Where a dotted key's effective value came from (its own, a child's or a parent's)."""
+    """Where a dotted key's effective value came from (its own, a child's or a parent's).
+
+    For a table, the layer that set one of its keys last.
+    """
     if key in origins:
         return origins[key]
     children = [origin for k, origin in origins.items() if k.startswith(key + ".")]
@@ -185,13 +200,23 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
     data[last] = value
 
 
+class _MalformedEntry(ValueError):
+    def __init__(self, entry: str, position: int) -> None:
+        super().__init__(entry)
+        self.entry = entry
+        self.position = position
+
+
 def _parse_pairs(text: str) -> dict[str, str]:
     """The `k1=v1,k2=v2` form of OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS."""
     pairs: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for position, part in enumerate(text.split(","), start=1):
+        item = part.strip()
+        if not item:
+            continue
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(item)
+            raise _MalformedEntry(item, position)
         pairs[unquote(name.strip())] = unquote(value.strip())
     return pairs
 
@@ -229,8 +254,14 @@ def _otel_layer(environ: Mapping[str, str], problems: list[Problem]) -> Layer:
         source = f"environment variable {variable}"
         try:
             value = parse(environ[variable])
-        except ValueError as error:
-            problems.append(Problem(key, f"malformed entry {str(error)!r}, want k=v,...", source))
+        except _MalformedEntry as error:
+            # A header entry may be a bare secret (`Bearer abc` without its `name=`).
+            shown = (
+                f"at position {error.position} (not shown: secret)"
+                if is_secret_key(key)
+                else repr(error.entry)
+            )
+            problems.append(Problem(key, f"malformed entry {shown}, want k=v,...", source))
             continue
         _set_path(data, key, value)
         origins.update((leaf, source) for leaf, _ in leaves({key: value}))
@@ -238,14 +269,22 @@ def _otel_layer(environ: Mapping[str, str], problems: list[Problem]) -> Layer:
 
 
 def _aiva_layer(environ: Mapping[str, str]) -> Layer:
-    """`AIVA_A__B=value` sets `a.b`; values are typed as dynaconf types them (TOML literals)."""
+    """`AIVA_A__B=value` sets `a.b`; values are typed as dynaconf types them (TOML literals).
+
+    Except where the model declares a string: there the text is kept as written, so a
+    password `123456` or a version `1.0` stays a string (`@none` still means null).
+    """
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for variable in sorted(environ):
         if not variable.startswith("AIVA_") or variable in _SWITCHES:
             continue
         key = ".".join(part.lower() for part in variable[len("AIVA_") :].split("__"))
-        value = parse_conf_data(environ[variable], tomlfy=True, box_settings={})
+        text = environ[variable]
+        if declares_string(key) and text.strip().lower() != "@none":
+            value: Any = text
+        else:
+            value = parse_conf_data(text, tomlfy=True, box_settings={})
         _set_path(data, key, value)
         source = f"environment variable {variable}"
         origins.update((leaf, source) for leaf, _ in leaves({key: value}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -9,6 +10,9 @@ from aiva.settings.model import SECRET_KEYS
 
 MASK = "****"
 _SECRET_SUFFIXES = (".password", ".api_key", ".token", ".secret")
+# `user:password@` anywhere in a text that is no proper URL (`postgres//u:pw@h/db`): the
+# password runs to the last `@` before whitespace, as urlsplit takes the netloc's last `@`.
+_USER_PASSWORD = re.compile(r"(?P<user>[^\s:/@]*):[^\s]*@")
 
 
 def is_secret_key(key: str) -> bool:
@@ -21,10 +25,18 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_url(text: str) -> str:
-    """Replace the password of a URL or DSN (`scheme://user:pass@host`) with the mask."""
-    if "://" not in text or "@" not in text:
+    """Replace the password of a URL or DSN (`scheme://user:pass@host`) with the mask.
+
+    A malformed one (no `://`, or one urlsplit refuses) still has any `user:pass@` masked.
+    """
+    if "@" not in text:
         return text
-    parts = urlsplit(text)
+    if "://" not in text:
+        return _USER_PASSWORD.sub(rf"\g<user>:{MASK}@", text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unbalanced `[` in the host
+        return _USER_PASSWORD.sub(rf"\g<user>:{MASK}@", text)
     if parts.password is None:
         return text
     netloc = parts.netloc.rsplit("@", 1)[1]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +19,10 @@ CheckType = Literal["postgres", "redis", "http", "disk", "memory", "cpu", "telem
 
 
 def rule(**constraints: Any) -> dict[str, Any]:
-    """Validation constraints for a field's metadata (ge, gt, le, nonempty, path, url_schemes)."""
+    """Validation constraints for a field's metadata.
+
+    ge, gt, le, nonempty, path (URL paths), url_schemes, in_folder (a file in an existing folder).
+    """
     return constraints
 
 
@@ -65,7 +71,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class LogFileSettings:
-    path: str | None
+    path: str | None = field(metadata=rule(in_folder=True))
     max_bytes: int = field(metadata=rule(ge=0))
     backup_count: int = field(metadata=rule(ge=0))
 
@@ -186,3 +192,42 @@ CHECK_OPTIONS: Mapping[str, Mapping[str, OptionRule]] = {
     "telemetry": {},
     "custom": {},
 }
+
+
+def declares_string(key: str) -> bool:
+    """Whether the model declares the dotted key a string (optional, or a choice of strings).
+
+    Entries of a `Mapping[str, str]` table count; keys the model does not know do not.
+    """
+    parts = key.split(".")
+    kind: Any = Settings
+    while parts:
+        part = parts.pop(0)
+        if kind is HealthSettings and part == "checks":
+            return len(parts) == 2 and _check_key_is_string(parts[1])
+        if dataclasses.is_dataclass(kind):
+            hints = typing.get_type_hints(kind)
+            if part not in hints:
+                return False
+            kind = hints[part]
+        elif typing.get_origin(kind) is Mapping and typing.get_args(kind) == (str, str):
+            return not parts
+        else:
+            return False
+    return _is_string(kind)
+
+
+def _check_key_is_string(name: str) -> bool:
+    if name in CHECK_COMMON_KEYS:
+        return _is_string(typing.get_type_hints(CheckSettings)[name])
+    kinds = [options[name].kind for options in CHECK_OPTIONS.values() if name in options]
+    return bool(kinds) and all(kind is str for kind in kinds)
+
+
+def _is_string(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):
+        return all(_is_string(a) for a in args if a is not type(None))
+    if typing.get_origin(kind) is Literal:
+        return all(isinstance(a, str) for a in args)
+    return kind is str

@@ -40,8 +40,13 @@ def describe_changes(changed: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def digest(settings: Settings) -> str:
-    """A short hash of the effective settings, to tell two configurations apart."""
-    text = json.dumps(to_dict(settings), sort_keys=True, default=str)
+    """A short hash of the effective settings, to tell two configurations apart.
+
+    Of the masked settings: a hash of the secrets themselves, shown on /info, would let
+    anyone test guesses offline. A change of a secret alone leaves the hash as it was.
+    """
+    masked = {name: mask_value(name, value) for name, value in to_dict(settings).items()}
+    text = json.dumps(masked, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

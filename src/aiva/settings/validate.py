@@ -6,6 +6,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,8 @@ from aiva.settings.model import (
 )
 
 FREE_FORM_SECTIONS = frozenset({"app"})
+# Check types whose warn_percent/fail_percent are thresholds on a rising percentage.
+_THRESHOLD_CHECKS = frozenset({"disk", "memory", "cpu"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +45,7 @@ def validate(data: Mapping[str, Any], origins: Mapping[str, str]) -> list[Proble
     holder.update(data)
     problems = list(_unknown_keys(data, origins))
     failed: set[str] = {p.key for p in problems}
-    for rule in _rules(data):
+    for rule in _rules(data, origins):
         if rule.key in failed or any(rule.key.startswith(k + ".") for k in failed):
             continue
         if _breaks(rule.validator, holder):
@@ -115,18 +118,24 @@ def _unknown(key: str, origins: Mapping[str, str]) -> Problem:
 # --- rules from the model -------------------------------------------------------
 
 
-def _rules(data: Mapping[str, Any]) -> Iterator[Rule]:
+def _rules(data: Mapping[str, Any], origins: Mapping[str, str]) -> Iterator[Rule]:
     for name, kind in _hints(Settings).items():
         if name in FREE_FORM_SECTIONS:
             continue
-        yield from _rules_for(name, kind, {}, data)
+        yield from _rules_for(name, kind, {}, data, origins)
 
 
-def _rules_for(key: str, kind: Any, constraints: Mapping[str, Any], data: Any) -> Iterator[Rule]:
+def _rules_for(
+    key: str,
+    kind: Any,
+    constraints: Mapping[str, Any],
+    data: Any,
+    origins: Mapping[str, str] | None = None,
+) -> Iterator[Rule]:
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         yield _rule(key, "must be a table of settings", lambda v: isinstance(v, dict))
         if key == "health":
-            yield from _check_rules(data)
+            yield from _check_rules(data, origins or {})
         for f in dataclasses.fields(kind):
             if key == "health" and f.name == "checks":
                 continue
@@ -138,7 +147,7 @@ def _rules_for(key: str, kind: Any, constraints: Mapping[str, Any], data: Any) -
         yield from _constraint_rules(key, constraints)
 
 
-def _check_rules(data: Mapping[str, Any]) -> Iterator[Rule]:
+def _check_rules(data: Mapping[str, Any], origins: Mapping[str, str]) -> Iterator[Rule]:
     checks = get_path(data, "health.checks")
     yield _rule("health.checks", "must be a table of checks", lambda v: isinstance(v, dict))
     if not isinstance(checks, dict):
@@ -160,6 +169,29 @@ def _check_rules(data: Mapping[str, Any]) -> Iterator[Rule]:
         options = CHECK_OPTIONS.get(str(spec.get("type")), {})
         for option, option_rule in options.items():
             yield from _option_rules(f"{prefix}.{option}", option_rule, spec.get(option))
+        if spec.get("type") in _THRESHOLD_CHECKS:
+            yield from _threshold_rule(prefix, spec, origins)
+
+
+def _threshold_rule(
+    prefix: str, spec: Mapping[str, Any], origins: Mapping[str, str]
+) -> Iterator[Rule]:
+    """warn_percent <= fail_percent, reported on the one set last (the likely edit)."""
+    warn, fail = spec.get("warn_percent"), spec.get("fail_percent")
+    if not (_is_number(warn) and _is_number(fail)):
+        return  # unset (the check's own default applies) or reported by the type rules
+    # Origins are in the order the layers set them (see layers.merge).
+    keys = (f"{prefix}.warn_percent", f"{prefix}.fail_percent")
+    order = [k for k in origins if k in keys]
+    later_layer = origins.get(keys[1]) != origins.get(keys[0])
+    if order and order[-1] == keys[1] and later_layer:
+        yield _rule(
+            f"{prefix}.fail_percent", f"must be at least warn_percent ({warn})", lambda v: v >= warn
+        )
+    else:
+        yield _rule(
+            f"{prefix}.warn_percent", f"must not exceed fail_percent ({fail})", lambda v: v <= fail
+        )
 
 
 def _option_rules(key: str, option: OptionRule, value: Any) -> Iterator[Rule]:
@@ -186,6 +218,8 @@ def _constraint_rules(key: str, constraints: Mapping[str, Any]) -> Iterator[Rule
         yield _rule(key, "must not be empty", lambda v: bool(str(v).strip()))
     if constraints.get("path"):
         yield _rule(key, "must be a path starting with /", _all_paths)
+    if constraints.get("in_folder"):
+        yield _rule(key, "must be a file path in an existing folder", _in_folder)
     schemes = constraints.get("url_schemes")
     if schemes:
         yield _rule(key, f"must be a URL ({', '.join(schemes)})", lambda v: _is_url(v, schemes))
@@ -256,6 +290,14 @@ def _is_url(value: Any, schemes: tuple[str, ...]) -> bool:
     if parts.scheme not in schemes:
         return False
     return parts.scheme == "unix" or bool(parts.hostname)
+
+
+def _in_folder(value: Any) -> bool:
+    # Checked at load time so that a bad path is a settings error, not a crash at start-up.
+    if value == "":
+        return True  # like null: no log file
+    path = Path(str(value))
+    return path.parent.is_dir() and not path.is_dir()
 
 
 def _all_paths(value: Any) -> bool:

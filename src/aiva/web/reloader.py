@@ -14,15 +14,18 @@ from pathlib import Path
 import watchfiles
 from opentelemetry.metrics import Counter
 
-from aiva.errors import SettingsError
+from aiva.errors import Problem, SettingsError
 from aiva.settings import LoadedSettings, Settings, load_settings
-from aiva.settings.layers import FILE_LAYERS
+from aiva.settings.layers import FILE_LAYERS, FILE_SUFFIXES
 from aiva.settings.reload import changes, describe_changes, digest, is_live, with_live_keys
 
 logger = logging.getLogger(__name__)
 
-# Grouping window for editors' bursts of events (temp file, rename, truncate + write).
-DEBOUNCE_MS = 300
+# Editors' bursts of events (temp file, rename, truncate + write) make one reload: the
+# watcher yields once no new event came for STEP_MS (so a truncate and a write up to
+# that far apart group), and at the latest DEBOUNCE_MS after the first event.
+STEP_MS = 250
+DEBOUNCE_MS = 600
 # A file that does not parse may be half written: read it once more after this pause.
 REPARSE_DELAY_S = 0.3
 
@@ -57,6 +60,9 @@ class SettingsReloader:
         self._apply = apply
         self._reloads = reloads
         self._warned: dict[str, object] = {}  # restart-only keys already logged, by value
+        # Files already empty when last loaded were meant so; one emptied since may be half
+        # written (truncate, then write).
+        self._meant_empty = {p.name for p in self._empty_files()}
         for result in ("applied", "rejected", "unchanged"):
             reloads.add(0, {"result": result})  # the series exist from start-up
 
@@ -88,7 +94,7 @@ class SettingsReloader:
             self._folder,
             watch_filter=self._is_settings_file,
             debounce=DEBOUNCE_MS,
-            step=50,
+            step=STEP_MS,
             recursive=False,
         ):
             await self.reload("file change")
@@ -106,6 +112,15 @@ class SettingsReloader:
             name.startswith(stem + ".") and name.count(".") == stem.count(".") + 1
             for stem in FILE_LAYERS
         )
+
+    def _empty_files(self) -> list[Path]:
+        """The settings files of zero bytes."""
+        names = {stem + suffix for stem in FILE_LAYERS for suffix in FILE_SUFFIXES}
+        try:
+            paths = sorted(p for p in self._folder.iterdir() if p.name in names)
+            return [p for p in paths if p.is_file() and p.stat().st_size == 0]
+        except OSError:
+            return []  # the folder or a file went away: the load reports what it finds
 
     async def reload(self, reason: str) -> str:
         """Load, validate, compare, apply; returns the result counted (applied/rejected/...)."""
@@ -134,7 +149,7 @@ class SettingsReloader:
         self._apply(in_force)
         self._live.current = in_force
         self._live.loaded_at = datetime.now(UTC)
-        self._live.digest = digest(new)
+        self._live.digest = digest(in_force)
         logger.info("settings reloaded (%s): %s", reason, describe_changes(live))
         return self._count("applied")
 
@@ -149,9 +164,17 @@ class SettingsReloader:
         return self._load_now()
 
     def _load_now(self) -> Settings:
+        # An emptied file parses (as nothing) but is more likely half written than meant.
+        empty = self._empty_files()
+        emptied = [p for p in empty if p.name not in self._meant_empty]
+        if emptied:
+            raise SettingsError(
+                [Problem(p.name, "cannot be parsed: the file is empty", str(p)) for p in emptied]
+            )
         started = time.perf_counter()
         loaded = load_settings(self._environ, env=self._env, config_dir=self._folder)
         logger.debug("settings read in %.1f ms", (time.perf_counter() - started) * 1000)
+        self._meant_empty &= {p.name for p in empty}
         return loaded.settings
 
     def _count(self, result: str) -> str:
