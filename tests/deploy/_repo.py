@@ -62,6 +62,17 @@ def dashboard_expressions() -> list[tuple[str, str]]:
     return found
 
 
+def exemplar_targets() -> list[str]:
+    """Where (dashboard: panel [refId]) every panel target that asks Grafana for exemplars."""
+    return [
+        f"{path.name}: {panel['title']} [{target['refId']}]"
+        for path in DASHBOARDS
+        for panel in panels(load_json(path))
+        for target in panel.get("targets", [])
+        if target.get("exemplar")
+    ]
+
+
 def alert_rules() -> dict[str, str]:
     """alertname -> expr of every alert in alerts.yml."""
     return {

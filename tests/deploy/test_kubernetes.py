@@ -70,10 +70,14 @@ def test_drain_fits_in_the_grace_period(
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pause >= 3, "a preStop pause lets endpoints drop the pod before SIGTERM"
+    # The container's literal env (fieldRef values only name the pod), as aiva reads it.
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     settings = load_settings(
-        {}, env="production", config_dir=mounted_config(manifests, tmp_path)
+        env, env=env["AIVA_ENV"], config_dir=mounted_config(manifests, tmp_path)
     ).settings
-    assert pod["terminationGracePeriodSeconds"] > pause + settings.server.graceful_timeout_s
+    # preStop pause, then SIGTERM: the drain, then the last OTLP flush, all before SIGKILL.
+    needed = pause + settings.server.graceful_timeout_s + settings.telemetry.otlp.timeout_s
+    assert pod["terminationGracePeriodSeconds"] > needed
 
 
 def test_pod_runs_non_root(manifests: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
