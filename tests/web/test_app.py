@@ -26,8 +26,13 @@ async def hello(request: Request) -> JSONResponse:
     return JSONResponse({"hello": request.path_params["name"]})
 
 
+async def crash(request: Request) -> JSONResponse:
+    raise RuntimeError("boom")
+
+
 EXTRA_ROUTES = [
     Route("/upload", echo_length, methods=["POST"]),
+    Route("/crash", crash),
     Mount("/v1", routes=[Route("/hello/{name}", hello)]),
 ]
 
@@ -81,6 +86,19 @@ def test_insane_request_id_is_replaced(client: TestClient, incoming: str) -> Non
 def test_every_response_carries_a_request_id(client: TestClient) -> None:
     ids = {client.get(path).headers["x-request-id"] for path in ("/", "/info", "/nowhere")}
     assert len(ids) == 3
+
+
+def test_an_unhandled_error_is_answered_500_with_the_request_id() -> None:
+    # Starlette answers the 500 from its outermost ServerErrorMiddleware; the id must
+    # be on that response too, and the exception still reaches the server.
+    app = create_app(settings(), routes=EXTRA_ROUTES)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        kept = client.get("/crash", headers={"X-Request-ID": "abc-500"})
+        generated = client.get("/crash")
+    assert kept.status_code == 500 and kept.headers["x-request-id"] == "abc-500"
+    assert generated.status_code == 500 and len(generated.headers["x-request-id"]) == 32
+    with TestClient(app) as client, pytest.raises(RuntimeError, match="boom"):
+        client.get("/crash")
 
 
 def test_body_over_the_limit_is_refused_with_413(client: TestClient) -> None:

@@ -204,6 +204,10 @@ def configure_logging(settings: LogsSettings, logger_provider: LoggerProvider | 
                     for name in _UVICORN_LOGGERS
                 },
                 "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+                # httpx logs every request line at INFO, URL and credentials included:
+                # the http health check would write a URL's password every round.
+                "httpx": {"level": "WARNING"},
+                "httpcore": {"level": "WARNING"},
                 # The exporters' own complaints must not feed back into the OTLP pipeline.
                 "opentelemetry": {"level": "WARNING", "handlers": ["console"], "propagate": False},
             },

@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from aiva.health.registry import CustomCheck, as_custom
 from aiva.health.types import CheckFunction
@@ -42,13 +43,25 @@ def create_app(
         reload_from = ReloadSource(settings, dict(os.environ))
         settings = settings.settings
     custom = [as_custom(check) for check in checks]  # misuse fails here, not at start-up
-    app = Starlette(
+    app = _InstrumentedStarlette(
         routes=[*_own_routes(settings), *routes],
         middleware=_middleware(settings),
         lifespan=make_lifespan(settings, custom, reload_from),
     )
     _settle_instrumentation(app, settings)
     return app
+
+
+class _InstrumentedStarlette(Starlette):
+    """Starlette with aiva's request middleware outside its ServerErrorMiddleware.
+
+    Starlette always puts ServerErrorMiddleware outermost, so the 500 it answers for an
+    unhandled exception would pass no user middleware: no X-Request-ID, no status for
+    the span and the access line. Wrapping the whole stack keeps every response in view.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestMiddleware(super().build_middleware_stack())
 
 
 def create_reference_app(settings: Settings | LoadedSettings | None = None) -> Starlette:
@@ -66,7 +79,7 @@ def _own_routes(settings: Settings) -> list[BaseRoute]:
 
 def _middleware(settings: Settings) -> list[Middleware]:
     security = settings.security
-    stack = [Middleware(RequestMiddleware)]
+    stack: list[Middleware] = []
     if security.allowed_origins:
         stack.append(
             Middleware(
@@ -90,7 +103,7 @@ def _settle_instrumentation(app: Starlette, settings: Settings) -> None:
     and metrics. Otherwise aiva's middleware does, and a contrib middleware that
     auto-instrumentation (`opentelemetry-instrument`) slipped in is taken out again.
     Starlette's own OpenTelemetryMiddleware needs no handling: it and aiva's
-    middleware share a scope flag, so whichever runs first makes the one span.
+    middleware share a scope flag, and aiva's (wrapping the whole stack) runs first.
     """
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware as ContribMiddleware
 
