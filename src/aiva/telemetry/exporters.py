@@ -176,13 +176,11 @@ def count_drops(processor: Any, stats: ExportStats, signal: Signal) -> None:
     batch._metrics = DropCounter(stats, signal)
 
 
-# (module, class) of the SDK's OTLP exporter for each signal and protocol.
+# (module, class) of the OTLP exporter for each signal and protocol: the SDK's, with
+# aiva's cheaper encoder for spans and logs over gRPC (see aiva.telemetry.encoding).
 _OTLP_EXPORTERS = {
-    ("traces", "grpc"): (
-        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-        "OTLPSpanExporter",
-    ),
-    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("traces", "grpc"): ("aiva.telemetry.grpc_exporters", "OTLPSpanExporter"),
+    ("logs", "grpc"): ("aiva.telemetry.grpc_exporters", "OTLPLogExporter"),
     ("metrics", "grpc"): (
         "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
         "OTLPMetricExporter",
@@ -203,7 +201,7 @@ _OTLP_EXPORTERS = {
 
 
 def otlp_exporter(otlp: OtlpSettings, signal: Literal["traces", "logs", "metrics"]) -> Any:
-    """The SDK's OTLP exporter for `signal` over the configured protocol (imported lazily)."""
+    """The OTLP exporter for `signal` over the configured protocol (imported lazily)."""
     module, name = _OTLP_EXPORTERS[signal, otlp.protocol]
     exporter_class = getattr(importlib.import_module(module), name)
     endpoint = otlp.endpoint or ""

@@ -1,0 +1,186 @@
+"""OTLP protobuf requests for spans and log records, built in place.
+
+Written by hand beside the SDK's encoders (opentelemetry-exporter-otlp-proto-common)
+because those build every record, KeyValue and AnyValue as a message of its own and
+hand it to its parent, which copies it again: about 14 µs a log record and 20 µs a
+span here, spent by the export thread on the core that serves requests. Filling the
+same generated protobuf classes in place (`add()` on repeated fields, scalars set
+directly) gives message-for-message the same request (the tests compare the two) at
+about a third of the cost. Values of the less common shapes (bytes, arrays, maps)
+go through the SDK's own value encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common._internal import (
+    _encode_instrumentation_scope,
+    _encode_resource,
+    _encode_value,
+)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PB2Span
+from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, SpanKind
+
+logger = logging.getLogger(__name__)
+
+_SPAN_KINDS = {
+    SpanKind.INTERNAL: PB2Span.SpanKind.SPAN_KIND_INTERNAL,
+    SpanKind.SERVER: PB2Span.SpanKind.SPAN_KIND_SERVER,
+    SpanKind.CLIENT: PB2Span.SpanKind.SPAN_KIND_CLIENT,
+    SpanKind.PRODUCER: PB2Span.SpanKind.SPAN_KIND_PRODUCER,
+    SpanKind.CONSUMER: PB2Span.SpanKind.SPAN_KIND_CONSUMER,
+}
+_HAS_IS_REMOTE = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+_IS_REMOTE = int(SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+
+
+def encode_logs(batch: Sequence[ReadableLogRecord]) -> ExportLogsServiceRequest:
+    """The same request as the SDK's `encode_logs(batch)`."""
+    request = ExportLogsServiceRequest()
+    groups = _Groups(request.resource_logs, "scope_logs")
+    for readable in batch:
+        record = readable.log_record
+        out = groups.scope_for(readable.resource, readable.instrumentation_scope).log_records.add()
+        if record.timestamp is not None:
+            out.time_unix_nano = record.timestamp
+        if record.observed_timestamp is not None:
+            out.observed_time_unix_nano = record.observed_timestamp
+        if record.span_id:
+            out.span_id = record.span_id.to_bytes(8, "big")
+        if record.trace_id:
+            out.trace_id = record.trace_id.to_bytes(16, "big")
+        out.flags = int(record.trace_flags or 0)
+        _set_value(out.body, record.body)
+        if record.severity_text:
+            out.severity_text = record.severity_text
+        if record.severity_number is not None:
+            out.severity_number = record.severity_number.value
+        if record.event_name:
+            out.event_name = record.event_name
+        _add_attributes(out.attributes, record.attributes)
+        if readable.dropped_attributes:
+            out.dropped_attributes_count = readable.dropped_attributes
+    return request
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    """The same request as the SDK's `encode_spans(spans)`."""
+    request = ExportTraceServiceRequest()
+    groups = _Groups(request.resource_spans, "scope_spans")
+    for span in spans:
+        out = groups.scope_for(span.resource, span.instrumentation_scope).spans.add()
+        context = span.get_span_context()
+        if context is not None:
+            out.trace_id = context.trace_id.to_bytes(16, "big")
+            out.span_id = context.span_id.to_bytes(8, "big")
+            if context.trace_state:
+                out.trace_state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+        if span.parent is not None:
+            out.parent_span_id = span.parent.span_id.to_bytes(8, "big")
+        out.name = span.name
+        out.kind = _SPAN_KINDS[span.kind]
+        if span.start_time is not None:
+            out.start_time_unix_nano = span.start_time
+        if span.end_time is not None:
+            out.end_time_unix_nano = span.end_time
+        _add_attributes(out.attributes, span.attributes)
+        for event in span.events:
+            encoded = out.events.add()
+            encoded.name = event.name
+            encoded.time_unix_nano = event.timestamp
+            _add_attributes(encoded.attributes, event.attributes)
+            if event.dropped_attributes:
+                encoded.dropped_attributes_count = event.dropped_attributes
+        for link in span.links:
+            encoded_link = out.links.add()
+            encoded_link.trace_id = link.context.trace_id.to_bytes(16, "big")
+            encoded_link.span_id = link.context.span_id.to_bytes(8, "big")
+            _add_attributes(encoded_link.attributes, link.attributes)
+            if link.dropped_attributes:
+                encoded_link.dropped_attributes_count = link.dropped_attributes
+            encoded_link.flags = _flags(link.context)
+        if span.status is not None:
+            out.status.code = span.status.status_code.value
+            if span.status.description:
+                out.status.message = span.status.description
+        if span.dropped_attributes:
+            out.dropped_attributes_count = span.dropped_attributes
+        if span.dropped_events:
+            out.dropped_events_count = span.dropped_events
+        if span.dropped_links:
+            out.dropped_links_count = span.dropped_links
+        out.flags = _flags(span.parent)
+    return request
+
+
+class _Groups:
+    """Resource → scope → records, in first-seen order, as the SDK's encoders group them."""
+
+    def __init__(self, resources: Any, scope_field: str) -> None:
+        self._resources = resources
+        self._scope_field = scope_field
+        self._by_resource: dict[Hashable, tuple[Any, dict[Hashable, Any]]] = {}
+
+    def scope_for(self, resource: Any, scope: Any) -> Any:
+        entry = self._by_resource.get(resource)
+        if entry is None:
+            encoded = self._resources.add()
+            encoded.resource.CopyFrom(_encode_resource(resource))
+            if resource.schema_url:
+                encoded.schema_url = resource.schema_url
+            entry = self._by_resource[resource] = (encoded, {})
+        encoded_resource, scopes = entry
+        scope = scope or None
+        encoded_scope = scopes.get(scope)
+        if encoded_scope is None:
+            encoded_scope = scopes[scope] = getattr(encoded_resource, self._scope_field).add()
+            encoded_scope.scope.CopyFrom(_encode_instrumentation_scope(scope))
+            if scope is not None and scope.schema_url:
+                encoded_scope.schema_url = scope.schema_url
+        return encoded_scope
+
+
+def _flags(parent: SpanContext | None) -> int:
+    flags = _HAS_IS_REMOTE
+    if parent is not None and parent.is_remote:
+        flags |= _IS_REMOTE
+    return flags
+
+
+def _add_attributes(target: Any, attributes: Mapping[str, Any] | None) -> None:
+    if not attributes:
+        return
+    for key, value in attributes.items():
+        pair = target.add()
+        pair.key = key
+        try:
+            _set_value(pair.value, value)
+        except Exception:
+            # As the SDK's encoder does: one value it cannot encode costs that key, not
+            # the batch (the SDK raises a bare Exception for an unknown type).
+            logger.exception("cannot encode attribute %s", key)
+            del target[-1]
+
+
+def _set_value(target: Any, value: Any) -> None:
+    kind = type(value)  # exact types first: a bool is an int, a str subclass is rare
+    if kind is str:
+        target.string_value = value
+    elif kind is int:
+        target.int_value = value
+    elif kind is float:
+        target.double_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif value is None:
+        target.SetInParent()  # present and empty, as the SDK sends it
+    else:
+        target.CopyFrom(_encode_value(value))
