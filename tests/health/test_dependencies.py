@@ -117,14 +117,15 @@ def test_black_hole_times_out_while_probes_stay_fast(
             lambda: check(client.get("/health").json(), "redis")["message"] == "timed out after 1s",
             timeout=6,
         )
-        slowest = 0.0
+        timings: list[tuple[float, str]] = []
         for _ in range(30):  # while checks hang in the background, probes answer at once
-            started = time.perf_counter()
-            for path in ("/health/ready", "/readyz", "/health/live", "/health"):
+            for path in ("/health/ready", "/readyz", "/health/live", "/livez", "/health"):
+                started = time.perf_counter()
                 client.get(path)
-            slowest = max(slowest, (time.perf_counter() - started) / 4)
+                timings.append((time.perf_counter() - started, path))
             time.sleep(0.05)
-        assert slowest < 0.1, slowest
+        slowest = max(timings)
+        assert slowest[0] < 0.1, slowest  # every probe, not their average
 
 
 def test_probe_storm_does_not_reach_the_dependency(

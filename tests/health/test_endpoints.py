@@ -116,25 +116,79 @@ def test_liveness_never_depends_on_dependencies() -> None:
 
 
 def test_kubernetes_style_probes() -> None:
-    with client([fine, dead_db]) as c:
-        assert (c.get("/readyz").status_code, c.get("/readyz").text) == (503, "failed")
-        verbose = c.get("/readyz?verbose")
-        assert verbose.text.splitlines() == [
-            "[+]fine ok",
-            "[-]db failed: connection refused",
-            "readyz check failed",
-        ]
-        excluded = c.get("/readyz?verbose&exclude=db")
-        assert (excluded.status_code, excluded.text.splitlines()[-1]) == (
-            200,
-            "readyz check passed",
+    """The bodies the Kubernetes API server gives (k8s.io/apiserver healthz.go)."""
+    with client([fine, dead_db, dead_optional]) as c:
+        # On failure the checks are listed even without ?verbose, reasons withheld.
+        bare = c.get("/readyz")
+        assert (bare.status_code, bare.text) == (
+            503,
+            "[+]fine ok\n"
+            "[-]db failed: reason withheld\n"
+            "[-]optional failed: reason withheld\n"
+            "readyz check failed\n",
         )
-        assert c.get("/readyz/fine").status_code == 200
-        assert c.get("/readyz/db").status_code == 503
+        verbose = c.get("/readyz?verbose")
+        assert (verbose.status_code, verbose.text) == (
+            503,
+            "[+]fine ok\n"
+            "[-]db failed: connection refused\n"
+            "[-]optional failed: failed\n"
+            "readyz check failed\n",
+        )
+        excluded = c.get("/readyz?verbose&exclude=db&exclude=nope&exclude=gone")
+        assert (excluded.status_code, excluded.text) == (
+            200,  # what is left fails only a non-critical check: degraded, still ready
+            "[+]fine ok\n"
+            "[+]db excluded: ok\n"
+            "[-]optional failed: failed\n"
+            'warn: some health checks cannot be excluded: no matches for "gone", "nope"\n'
+            "readyz check passed\n",
+        )
+        assert c.get("/readyz?exclude=db").text == "ok"
+
+        # /readyz/NAME: that check's own result, even a non-critical one.
+        one = c.get("/readyz/fine")
+        assert (one.status_code, one.text) == (200, "ok")
+        assert c.get("/readyz/fine?verbose").text == "[+]fine ok\nreadyz check passed\n"
+        db = c.get("/readyz/db")
+        assert (db.status_code, db.text) == (503, "internal server error: connection refused\n")
+        optional = c.get("/readyz/optional")
+        assert (optional.status_code, optional.text) == (503, "internal server error: failed\n")
+        assert c.get("/readyz/optional?verbose").text == (
+            "[-]optional failed: failed\nreadyz check failed\n"
+        )
         assert c.get("/readyz/nope").status_code == 404
         assert c.get("/livez/db").status_code == 404  # db is not in the live probe
+
+        live = c.get("/livez")
+        assert (live.status_code, live.text) == (200, "ok")
+        assert live.headers["cache-control"] == "no-store"
         assert c.get("/livez?verbose").text == "livez check passed\n"
-        assert c.get("/livez").headers["cache-control"] == "no-store"
+        assert c.get("/livez?verbose&exclude=x").text == (
+            'warn: some health checks cannot be excluded: no matches for "x"\nlivez check passed\n'
+        )
+
+
+def test_kubernetes_style_live_checks() -> None:
+    @check("loop", critical=True, probes=("live",))
+    async def loop() -> bool:
+        return True
+
+    @check("stuck", critical=True, probes=("live", "ready"))
+    async def stuck() -> Outcome:
+        raise RuntimeError("worker stuck at postgresql://app:CANARY1@db/x")
+
+    with client([loop, stuck]) as c:
+        assert (c.get("/livez").status_code, c.get("/livez").text) == (
+            503,
+            "[+]loop ok\n[-]stuck failed: reason withheld\nlivez check failed\n",
+        )
+        assert c.get("/livez?verbose").text == (
+            "[+]loop ok\n[-]stuck failed: worker stuck at postgresql://app:****@db/x\n"
+            "livez check failed\n"
+        )
+        assert c.get("/livez?exclude=stuck").text == "ok"
+        assert c.get("/livez/loop").text == "ok"
 
 
 def test_ietf_health_json_on_request() -> None:
@@ -144,7 +198,9 @@ def test_ietf_health_json_on_request() -> None:
     assert response.headers["content-type"].startswith("application/health+json")
     body = response.json()
     assert body["status"] == "fail"
+    assert body["checks"]["fine:status"][0]["status"] == "pass"
     assert body["checks"]["cache:status"][0]["status"] == "warn"
+    assert body["checks"]["db:status"][0]["status"] == "fail"
     assert body["checks"]["db:status"][0]["output"] == "connection refused"
     assert set(body["checks"]["fine:status"][0]) == {
         "componentType",
@@ -165,7 +221,15 @@ def test_api_key_guards_details_and_metrics_not_probes() -> None:
         assert c.get("/health", headers={"X-API-Key": "wrong"}).json() == {"status": "unhealthy"}
         assert c.get("/metrics").status_code == 401
         assert c.get("/metrics", headers={"X-API-Key": "k3y"}).status_code == 200
-        assert c.get("/readyz?verbose").text.splitlines()[0] == "[-]db failed"
+        # Reasons need the key: without it they are withheld, even with ?verbose.
+        assert (
+            c.get("/readyz?verbose").text == "[-]db failed: reason withheld\nreadyz check failed\n"
+        )
+        assert c.get("/readyz/db").text == "internal server error: reason withheld\n"
+        keyed = c.get("/readyz?verbose", headers={"X-API-Key": "k3y"})
+        assert keyed.text == "[-]db failed: connection refused\nreadyz check failed\n"
+        keyed_one = c.get("/readyz/db", headers={"X-API-Key": "k3y"})
+        assert keyed_one.text == "internal server error: connection refused\n"
         assert c.get("/health/live").status_code == 200
         assert c.get("/health/ready").status_code == 503
 
@@ -175,10 +239,12 @@ def test_draining_turns_readiness_503_at_once() -> None:
         assert c.get("/health/ready").status_code == 200
         c.app_state["aiva"].health.draining = True  # what SIGTERM does (see aiva.server)
         assert c.get("/health/ready").status_code == 503
-        assert c.get("/readyz?verbose").text.splitlines()[-2:] == [
-            "[-]shutdown failed: draining",
-            "readyz check failed",
-        ]
+        assert c.get("/readyz?verbose").text == (
+            "[+]fine ok\n[-]shutdown failed: draining\nreadyz check failed\n"
+        )
+        assert c.get("/readyz").text == (
+            "[+]fine ok\n[-]shutdown failed: reason withheld\nreadyz check failed\n"
+        )
         assert c.get("/health/live").status_code == 200
 
 

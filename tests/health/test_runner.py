@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 import time
 
 import pytest
-from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 from aiva.health.model import Outcome, Status
+from aiva.health.report import ietf_report
 from aiva.health.runner import HealthRunner
 from aiva.health.types import CheckFunction, CheckSpec
 from aiva.settings import load_settings
@@ -118,3 +124,177 @@ def test_probe_membership_and_exclusion() -> None:
     assert [x.name for x in r.results("ready")] == ["db"]
     assert [x.name for x in r.results("startup")] == ["db"]
     assert [x.name for x in r.results(exclude=["db"])] == ["loop"]
+
+
+def traced_runner(*specs: CheckSpec) -> tuple[HealthRunner, InMemorySpanExporter]:
+    """A runner on a private SDK tracer provider whose spans land in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return HealthRunner(specs, HEALTH, provider.get_tracer("t")), exporter
+
+
+def check_span(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    [span] = [s for s in exporter.get_finished_spans() if s.name == f"health.check {name}"]
+    return span
+
+
+def test_a_failing_check_span_records_the_exception_masked() -> None:
+    async def leaky() -> Outcome:
+        try:
+            raise OSError("password=CANARY123 rejected")
+        except OSError as cause:
+            raise RuntimeError("cannot reach postgresql://app:CANARY123@db/x\nretrying") from cause
+
+    r, exporter = traced_runner(spec("db", leaky))
+    [result] = asyncio.run(r.evaluate())
+    assert result.message == "cannot reach postgresql://app:****@db/x"
+    span = check_span(exporter, "db")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "cannot reach postgresql://app:****@db/x"
+    [event] = span.events
+    assert event.name == "exception"
+    attributes = dict(event.attributes or {})
+    assert attributes["exception.type"] == "RuntimeError"
+    assert attributes["exception.message"] == "cannot reach postgresql://app:****@db/x\nretrying"
+    assert "Traceback" in str(attributes.get("exception.stacktrace", ""))
+    assert "CANARY123" not in span.to_json()
+    assert all("CANARY123" not in s.to_json() for s in exporter.get_finished_spans())
+
+
+def test_an_outcome_message_is_masked_too() -> None:
+    async def chatty() -> Outcome:
+        return Outcome.unhealthy(
+            "no route to redis://:CANARY123@cache:6379/0", url="x://u:CANARY123@h"
+        )
+
+    r, exporter = traced_runner(spec("cache", chatty))
+    [result] = asyncio.run(r.evaluate())
+    assert result.message == "no route to redis://:****@cache:6379/0"
+    assert result.details == {"url": "x://u:****@h"}
+    assert "CANARY123" not in check_span(exporter, "cache").to_json()
+
+
+def test_a_timeout_is_an_error_on_the_span() -> None:
+    r, exporter = traced_runner(spec("slow", lambda: sleeper(10), timeout=0.1))
+    asyncio.run(r.evaluate())
+    span = check_span(exporter, "slow")
+    assert (span.status.status_code, span.status.description) == (
+        StatusCode.ERROR,
+        "timed out after 0.1s",
+    )
+    [event] = span.events
+    assert event.name == "exception"
+    assert dict(event.attributes or {})["exception.type"] == "TimeoutError"
+    assert dict(event.attributes or {})["exception.message"] == "timed out after 0.1s"
+
+
+def test_a_check_removed_mid_round_does_not_end_the_loop() -> None:
+    entered = asyncio.Event()
+
+    async def slow() -> Outcome:
+        entered.set()
+        await asyncio.sleep(0.2)
+        return Outcome.healthy()
+
+    async def quick() -> bool:
+        return True
+
+    fast = dataclasses.replace(HEALTH, interval_s=0.05)
+    keep = spec("quick", quick)
+    r = HealthRunner([spec("slow", slow), keep], fast, NoOpTracerProvider().get_tracer("t"))
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(r.run())
+        await entered.wait()
+        r.configure(fast, [keep])  # a hot reload drops `slow` while its round runs
+        deadline = time.monotonic() + 3
+        while r.rounds < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not loop.done(), loop.exception() if loop.done() else None
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+    asyncio.run(scenario())
+    assert r.rounds >= 3
+    assert [(x.name, x.status) for x in r.results()] == [("quick", Status.HEALTHY)]
+
+
+def test_a_failing_round_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenHistogram:
+        def record(self, value: float, attributes: object) -> None:
+            raise RuntimeError("exporter exploded")
+
+    async def quick() -> bool:
+        return True
+
+    fast = dataclasses.replace(HEALTH, interval_s=0.05)
+    r = HealthRunner(
+        [spec("quick", quick)], fast, NoOpTracerProvider().get_tracer("t"), BrokenHistogram()
+    )
+    caplog.set_level(logging.ERROR, logger="aiva.health.runner")
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(r.run())
+        await asyncio.sleep(0.3)
+        assert not loop.done(), loop.exception() if loop.done() else None
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+    asyncio.run(scenario())
+    failures = [x for x in caplog.records if x.getMessage().startswith("health round failed")]
+    assert len(failures) >= 3  # every round failed, and every round was tried
+    assert failures[0].exc_info is not None
+
+
+def test_rounds_start_every_interval_from_the_previous_start() -> None:
+    starts: list[float] = []
+
+    async def slowish() -> Outcome:
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.3)
+        return Outcome.healthy()
+
+    every = dataclasses.replace(HEALTH, interval_s=0.5)
+    r = HealthRunner([spec("s", slowish)], every, NoOpTracerProvider().get_tracer("t"))
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(r.run())
+        await asyncio.sleep(1.75)
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+    asyncio.run(scenario())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # A full interval of sleep after each 0.3 s round would make the gaps 0.8 s.
+    assert len(starts) >= 3, starts
+    assert all(0.4 < gap < 0.7 for gap in gaps), gaps
+
+
+def test_a_stale_result_keeps_its_measurement() -> None:
+    async def ping() -> Outcome:
+        return Outcome(Status.HEALTHY, "ok", {"latency_ms": 1.5}, 1.5, "ms")
+
+    brief = dataclasses.replace(HEALTH, interval_s=0.05, cache_ttl_s=0.05, timeout_s=0.05)
+    redis = CheckSpec("redis", ping, True, ("ready",), 0.05, "datastore", "responseTime")
+    r = HealthRunner([redis], brief, NoOpTracerProvider().get_tracer("t"))
+    asyncio.run(r.evaluate())
+    time.sleep(0.3)  # no round since: older than cache ttl + interval + timeout
+    [stale] = r.results()
+    assert stale.status is Status.UNKNOWN
+    assert stale.message.startswith("stale: last evaluated")
+    assert (stale.observed_value, stale.observed_unit, stale.component_type) == (
+        1.5,
+        "ms",
+        "datastore",
+    )
+    body = ietf_report([stale], Status.UNKNOWN, "1", "aiva", details=True)
+    [entry] = body["checks"]["redis:responseTime"]
+    assert (entry["status"], entry["observedValue"], entry["componentType"]) == (
+        "fail",
+        1.5,
+        "datastore",
+    )

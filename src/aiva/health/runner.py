@@ -7,11 +7,14 @@ dependency; each round is a `health.evaluate` span with a child a check.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Status as SpanStatus
@@ -19,11 +22,32 @@ from opentelemetry.trace import StatusCode
 
 from aiva.health.model import CheckResult, Outcome, Probe, Status, aggregate
 from aiva.health.types import CheckSpec
+from aiva.settings.masking import MASK
 from aiva.settings.model import HealthSettings
 
 logger = logging.getLogger(__name__)
 
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]*@")
+# A URL's password, up to the last `@` of its authority (a password may hold an `@`).
+_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^\s/]*@")
+# libpq-style `password=...` (key=value DSNs and driver messages).
+_KEY_PASSWORD = re.compile(r"\b(password|passwd|pwd)=('[^']*'|\S+)", re.IGNORECASE)
+
+# Checks and their latest results, replaced together in one assignment, so a reader
+# on another thread (the gauge callbacks) never sees a half-updated pair.
+_Snapshot = tuple[tuple[CheckSpec, ...], Mapping[str, CheckResult]]
+
+
+def _not_evaluated(spec: CheckSpec) -> CheckResult:
+    return CheckResult(
+        spec.name,
+        Status.UNKNOWN,
+        spec.critical,
+        "not evaluated yet",
+        0.0,
+        None,
+        component_type=spec.component_type,
+        measurement=spec.measurement,
+    )
 
 
 class HealthRunner:
@@ -36,28 +60,25 @@ class HealthRunner:
         tracer: trace.Tracer,
         histogram: object | None = None,
     ) -> None:
-        self.checks = tuple(checks)
         self._settings = settings
         self._tracer = tracer
         self._histogram = histogram
-        self._results = {
-            c.name: CheckResult(c.name, Status.UNKNOWN, c.critical, "not evaluated yet", 0.0, None)
-            for c in self.checks
-        }
+        specs = tuple(checks)
+        self._snapshot: _Snapshot = (specs, {c.name: _not_evaluated(c) for c in specs})
         self.rounds = 0
         self.draining = False
         self._evaluated_at: float | None = None
 
+    @property
+    def checks(self) -> tuple[CheckSpec, ...]:
+        return self._snapshot[0]
+
     def configure(self, settings: HealthSettings, checks: Sequence[CheckSpec]) -> None:
         """New intervals, timeouts and checks take effect from the next round (hot reload)."""
         self._settings = settings
-        self.checks = tuple(checks)
-        unknown = "not evaluated yet"
-        self._results = {
-            c.name: self._results.get(c.name)
-            or CheckResult(c.name, Status.UNKNOWN, c.critical, unknown, 0.0, None)
-            for c in self.checks
-        }
+        specs = tuple(checks)
+        previous = self._snapshot[1]
+        self._snapshot = (specs, {c.name: previous.get(c.name) or _not_evaluated(c) for c in specs})
 
     @property
     def started(self) -> bool:
@@ -65,24 +86,42 @@ class HealthRunner:
         return self.rounds > 0
 
     async def run(self) -> None:
-        """Evaluate now, then every health.interval_s, until cancelled."""
+        """Evaluate now, then a round every health.interval_s from the previous round's
+        start (so a hung dependency shows within interval + timeout), until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self.evaluate()
-            await asyncio.sleep(self._settings.interval_s)
+            started = loop.time()
+            try:
+                await self.evaluate()
+            except Exception:  # the round boundary: one bad round must not end the loop
+                logger.exception("health round failed; the next round runs on schedule")
+            await asyncio.sleep(max(0.0, started + self._settings.interval_s - loop.time()))
 
     async def evaluate(self) -> list[CheckResult]:
         """One round: every check at once, each within its own timeout."""
         with self._tracer.start_as_current_span(
-            "health.evaluate", context=trace.set_span_in_context(trace.INVALID_SPAN)
+            "health.evaluate",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            # Both would write the raw exception message; a failed round is logged by run().
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             results = await asyncio.gather(*(self._run_one(c) for c in self.checks))
             overall = aggregate(results)
             span.set_attribute("health.status", overall.value)
             if overall is Status.UNHEALTHY:
                 span.set_status(SpanStatus(StatusCode.ERROR, "unhealthy"))
+        # configure() may have swapped the checks during the round: keep only the results
+        # of checks still configured, and publish checks and results in one assignment.
+        checks, previous = self._snapshot
+        latest = dict(previous)
         for result in results:
-            self._note_change(self._results[result.name], result)
-            self._results[result.name] = result
+            before = latest.get(result.name)
+            if before is None:
+                continue  # removed while the round ran
+            self._note_change(before, result)
+            latest[result.name] = result
+        self._snapshot = (checks, latest)
         self._evaluated_at = time.monotonic()
         self.rounds += 1
         return list(results)
@@ -126,17 +165,27 @@ class HealthRunner:
                 value = await spec.run()
         except TimeoutError:
             message = f"timed out after {spec.timeout_s:g}s"
-            span.add_event("timeout", {"timeout_s": spec.timeout_s})
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": "TimeoutError",
+                    "exception.message": message,
+                    "health.check.timeout_s": spec.timeout_s,
+                },
+            )
             return Outcome(Status.UNHEALTHY, message)
         except Exception as error:  # noqa: BLE001 - the check boundary: recorded on the span
-            span.record_exception(error)
+            _record_exception(span, error)
             return Outcome(Status.UNHEALTHY, describe(error))
         if isinstance(value, bool):
             return Outcome(
                 Status.HEALTHY if value else Status.UNHEALTHY, "ok" if value else "failed"
             )
         if isinstance(value, Outcome):
-            return value
+            # A check's own words reach responses, logs and spans: mask them like errors.
+            return dataclasses.replace(
+                value, message=mask_secrets(value.message), details=_masked(value.details)
+            )
         return Outcome(Status.UNHEALTHY, f"check returned {type(value).__name__}, not an Outcome")
 
     def _note_change(self, before: CheckResult, after: CheckResult) -> None:
@@ -164,22 +213,15 @@ class HealthRunner:
     def results(self, probe: Probe | None = None, exclude: Iterable[str] = ()) -> list[CheckResult]:
         """The latest results (of one probe's checks), stale ones reported unknown."""
         skip = set(exclude)
-        chosen = [
-            c for c in self.checks if (probe is None or probe in c.probes) and c.name not in skip
-        ]
-        stale = self._stale_for()
+        checks, latest = self._snapshot  # one read: a consistent pair
+        chosen = [c for c in checks if (probe is None or probe in c.probes) and c.name not in skip]
+        stale = self._stale_for(checks)
         results = []
         for spec in chosen:
-            result = self._results[spec.name]
+            result = latest[spec.name]
             if stale is not None and result.timestamp is not None:
-                result = CheckResult(
-                    result.name,
-                    Status.UNKNOWN,
-                    result.critical,
-                    f"stale: last evaluated {stale:.0f}s ago",
-                    result.duration_ms,
-                    result.timestamp,
-                    result.details,
+                result = dataclasses.replace(
+                    result, status=Status.UNKNOWN, message=f"stale: last evaluated {stale:.0f}s ago"
                 )
             results.append(result)
         return results
@@ -187,22 +229,48 @@ class HealthRunner:
     def status(self, probe: Probe | None = None, exclude: Iterable[str] = ()) -> Status:
         return aggregate(self.results(probe, exclude))
 
-    def _stale_for(self) -> float | None:
+    def _stale_for(self, checks: Sequence[CheckSpec]) -> float | None:
         """Seconds since the last round when that is longer than the cache may serve."""
         if self._evaluated_at is None:
             return None
         age = time.monotonic() - self._evaluated_at
-        longest = max((c.timeout_s for c in self.checks), default=0.0)
+        longest = max((c.timeout_s for c in checks), default=0.0)
         limit = self._settings.cache_ttl_s + self._settings.interval_s + longest
         return age if age > limit else None
 
 
+def mask_secrets(text: str) -> str:
+    """Text with every URL password and `password=...` value masked."""
+    text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+    return _KEY_PASSWORD.sub(rf"\1={MASK}", text)
+
+
+def _masked(details: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {k: mask_secrets(v) if isinstance(v, str) else v for k, v in details.items()}
+
+
 def describe(error: BaseException) -> str:
-    """A one-line message for a failed check, with any URL password masked."""
+    """A one-line message for a failed check, with any password masked."""
     if _refused(error):
         return "connection refused"
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return _URL_PASSWORD.sub(r"\1****@", text)
+    return mask_secrets(text)
+
+
+def _record_exception(span: trace.Span, error: Exception) -> None:
+    """`span.record_exception` by hand: it would write the raw message and stacktrace, and
+    a driver's message may quote the DSN it failed to reach. Same masking as the report."""
+    stacktrace = "".join(traceback.format_exception(error))
+    kind = type(error)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{module}{kind.__qualname__}",
+            "exception.message": mask_secrets(str(error)),
+            "exception.stacktrace": mask_secrets(stacktrace),
+        },
+    )
 
 
 def _refused(error: BaseException | None) -> bool:

@@ -16,6 +16,7 @@ from aiva.web.lifespan import AppState, app_state
 
 NO_STORE = {"Cache-Control": "no-store"}
 HEALTH_JSON = "application/health+json"
+WITHHELD = "reason withheld"
 
 
 def key_allowed(request: Request, security: SecuritySettings) -> bool:
@@ -69,36 +70,71 @@ def _probe(probe: Probe):  # type: ignore[no-untyped-def]
 
 
 def _kube(probe: Probe):  # type: ignore[no-untyped-def]
-    """`/livez`, `/readyz` (and `/NAME`): plain text, `?verbose`, `?exclude=NAME`."""
+    """`/livez`, `/readyz` (and `/NAME`) as the Kubernetes API server answers them."""
 
     async def endpoint(request: Request) -> Response:
         state = app_state(request)
         name = request.path_params.get("name")
-        exclude = request.query_params.getlist("exclude")
+        members = [c.name for c in state.health.checks if probe in c.probes]
+        verbose = "verbose" in request.query_params
+        reasons = key_allowed(request, state.settings.security)
         if name is not None:
-            if name not in {c.name for c in state.health.checks if probe in c.probes}:
+            if name not in members:
                 return PlainTextResponse(f"no {probe} check {name}\n", 404, NO_STORE)
-            exclude = [c.name for c in state.health.checks if c.name != name]
-        results, status = _probe_status(state, probe, exclude)
+            return _one_check(state, probe, name, verbose, reasons)
+        asked = request.query_params.getlist("exclude")
+        results, status = _probe_status(state, probe, asked)
         code = http_status(status)
-        verdict = "passed" if code == 200 else "failed"
-        if "verbose" not in request.query_params:
-            return PlainTextResponse("ok" if code == 200 else verdict, code, NO_STORE)
-        details = key_allowed(request, state.settings.security)
-        lines = [_line(r, details) for r in results]
+        if code == 200 and not verbose:
+            return PlainTextResponse("ok", code, NO_STORE)
+        # The API server lists every check on a failure even without ?verbose, but never
+        # the reasons there: those need ?verbose (and the key, when one is set).
+        reasons = reasons and verbose
+        by_name = {r.name: r for r in results}
+        lines = []
+        for member in members:
+            if member in asked:
+                lines.append(f"[+]{member} excluded: ok")
+            elif member in by_name:
+                lines.append(_line(by_name[member], reasons))
         if probe == "ready" and state.health.draining:
-            lines.append("[-]shutdown failed: draining")
-        lines.append(f"{probe}z check {verdict}")
+            lines.append(f"[-]shutdown failed: {'draining' if reasons else WITHHELD}")
+        unmatched = sorted(set(asked) - set(members))
+        if unmatched:
+            quoted = ", ".join(f'"{n}"' for n in unmatched)
+            lines.append(f"warn: some health checks cannot be excluded: no matches for {quoted}")
+        lines.append(f"{probe}z check {'passed' if code == 200 else 'failed'}")
         return PlainTextResponse("\n".join(lines) + "\n", code, NO_STORE)
 
     return endpoint
 
 
-def _line(result: CheckResult, details: bool) -> str:
-    if result.status in (Status.HEALTHY, Status.DEGRADED):
+def _one_check(state: AppState, probe: Probe, name: str, verbose: bool, reasons: bool) -> Response:
+    """`/readyz/NAME`: that check's own result, critical or not (the API server's
+    per-check handler: `ok`, or `internal server error: <reason>`)."""
+    result = next((r for r in state.health.results(probe) if r.name == name), None)
+    if result is None:  # removed by a reload since the route matched
+        return PlainTextResponse(f"no {probe} check {name}\n", 404, NO_STORE)
+    code = 200 if _passes(result) else 503
+    if verbose:
+        verdict = "passed" if code == 200 else "failed"
+        return PlainTextResponse(
+            f"{_line(result, reasons)}\n{probe}z check {verdict}\n", code, NO_STORE
+        )
+    if code == 200:
+        return PlainTextResponse("ok", code, NO_STORE)
+    reason = result.message if reasons else WITHHELD
+    return PlainTextResponse(f"internal server error: {reason}\n", code, NO_STORE)
+
+
+def _passes(result: CheckResult) -> bool:
+    return http_status(result.status) == 200
+
+
+def _line(result: CheckResult, reasons: bool) -> str:
+    if _passes(result):
         return f"[+]{result.name} ok"
-    reason = f": {result.message}" if details else ""
-    return f"[-]{result.name} failed{reason}"
+    return f"[-]{result.name} failed: {result.message if reasons else WITHHELD}"
 
 
 ROUTES = [
