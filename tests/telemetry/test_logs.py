@@ -7,7 +7,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from aiva.telemetry.logs import JsonFormatter
+from opentelemetry._logs import LogRecord as OtelLogRecord
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from aiva.telemetry.logs import JsonFormatter, OtlpLogHandler, OtlpLogs, queue_of
 from infra.service import AivaService
 
 CONTRACT_FIELDS = {"timestamp", "level", "message", "logger", "trace_id", "span_id", "request_id"}
@@ -74,3 +82,39 @@ def test_formatter_keeps_extras_and_exceptions() -> None:
     assert entry["level"] == "ERROR"
     assert "KeyError: 'missing'" in entry["exception"]
     assert entry["trace_id"] is None  # outside any span
+
+
+def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
+    # The handler bypasses the SDK's Logger.emit for speed; what reaches the exporter
+    # must be the record the public path makes (observed time aside).
+    exporter = InMemoryLogRecordExporter()
+    resource = Resource({"service.name": "logs-test"})
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    processor = BatchLogRecordProcessor(exporter)
+    provider.add_log_record_processor(processor)
+    assert queue_of(processor) is not None, "this SDK hides its queue: the slow path runs"
+    handler = OtlpLogHandler(OtlpLogs(provider, processor, resource))
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("request"):
+        record = logging.LogRecord("svc.orders", logging.WARNING, __file__, 1, "low %s", ("stock",), None)
+        record.order_id = 42
+        record.note = None  # None is left out
+        record.obj = object()  # anything else goes as its str()
+        handler.emit(record)
+        provider.get_logger("svc.orders").emit(
+            OtelLogRecord(
+                timestamp=int(record.created * 1e9),
+                severity_text="WARN",
+                severity_number=SeverityNumber.WARN,
+                body="low stock",
+                attributes={"order_id": 42, "obj": str(record.obj)},
+            )
+        )
+    assert provider.force_flush(5000)
+    fast, public = exporter.get_finished_logs()
+    for readable in (fast, public):
+        readable.log_record.observed_timestamp = 0
+    assert encode_logs([fast]) == encode_logs([public])
+    assert fast.log_record.trace_id != 0 and fast.log_record.span_id != 0
+    assert fast.instrumentation_scope is not None and fast.instrumentation_scope.name == "svc.orders"
+    provider.shutdown()

@@ -7,15 +7,18 @@ import logging
 import logging.config
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord as OtelLogRecord
-from opentelemetry.context import get_current
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.log_utils import std_to_otel
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from aiva.context import log_fields_var, request_id_var
 from aiva.settings import Settings
@@ -99,24 +102,44 @@ class JsonFormatter(logging.Formatter):
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
+@dataclass(frozen=True)
+class OtlpLogs:
+    """The OTLP log pipeline: the provider (flushed and shut down with the others) and
+    the batch processor and resource the console-side handler feeds."""
+
+    provider: LoggerProvider
+    processor: BatchLogRecordProcessor
+    resource: Resource
+
+
+# A log record queued for export keeps no reference to the context it was made in
+# (the SDK's batch processor drops it the same way): the ids are already taken.
+_NO_CONTEXT = Context()
+
+
 class OtlpLogHandler(logging.Handler):
-    """Hands each record to the OpenTelemetry logger provider, carrying the trace context.
+    """Hands each record to the OTLP batch processor, carrying the trace context.
 
     Written by hand instead of using opentelemetry-instrumentation-logging's handler,
     which copies and filters every attribute of every record and looks the OTel
     logger up again per record; this handler does one pass over the record's
-    extras (shared with the console formatter's rule) and caches the loggers.
+    extras (shared with the console formatter's rule).
+
+    It also goes past the SDK's `Logger.emit`, which wraps the attributes in a
+    BoundedAttributes (a lock and a cleaning pass over values made primitive just
+    above) and is copied once more by the batch processor: about 17 µs a record here
+    against about 7 µs for building the ReadableLogRecord that processor queues and
+    queueing it. Where the SDK hides its queue, the public path is taken instead.
     """
 
-    def __init__(self, logger_provider: LoggerProvider, level: int = logging.NOTSET) -> None:
+    def __init__(self, logs: OtlpLogs, level: int = logging.NOTSET) -> None:
         super().__init__(level)
-        self._provider = logger_provider
+        self._logs = logs
+        self._enqueue = queue_of(logs.processor)
+        self._scopes: dict[str, InstrumentationScope] = {}
         self._loggers: dict[str, Any] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        otel_logger = self._loggers.get(record.name)
-        if otel_logger is None:
-            otel_logger = self._loggers[record.name] = self._provider.get_logger(record.name)
         attributes = {
             k: v if isinstance(v, _PRIMITIVES) else str(v)
             for k, v in record_fields(record).items()
@@ -129,26 +152,44 @@ class OtlpLogHandler(logging.Handler):
             attributes["exception.stacktrace"] = "".join(
                 traceback.format_exception(*record.exc_info)
             )
-        otel_logger.emit(
-            OtelLogRecord(
-                timestamp=int(record.created * 1e9),
-                context=get_current(),
-                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                severity_number=std_to_otel(record.levelno),
-                body=record.getMessage(),
-                attributes=attributes,
-            )
+        log = OtelLogRecord(  # takes the trace and span ids from the current context
+            timestamp=int(record.created * 1e9),
+            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            severity_number=std_to_otel(record.levelno),
+            body=record.getMessage(),
+            attributes=attributes,
         )
+        if self._enqueue is None:
+            self._logger(record.name).emit(log)
+            return
+        log.context = _NO_CONTEXT
+        self._enqueue(ReadableLogRecord(log, self._logs.resource, self._scope(record.name)))
+
+    def _scope(self, name: str) -> InstrumentationScope:
+        scope = self._scopes.get(name)
+        if scope is None:  # as provider.get_logger(name) names it
+            scope = self._scopes[name] = InstrumentationScope(name)
+        return scope
+
+    def _logger(self, name: str) -> Any:
+        otel_logger = self._loggers.get(name)
+        if otel_logger is None:
+            otel_logger = self._loggers[name] = self._logs.provider.get_logger(name)
+        return otel_logger
+
+
+def queue_of(processor: BatchLogRecordProcessor) -> Callable[[ReadableLogRecord], None] | None:
+    """The batch processor's own queueing call, or None where this SDK hides it."""
+    emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+    return emit if callable(emit) else None
 
 
 # OTLP attribute values must be primitives; anything else is sent as its str(), None not at all.
 _PRIMITIVES = (str, bool, int, float)
 
 
-def build_logger_provider(
-    settings: Settings, resource: Resource, stats: ExportStats
-) -> LoggerProvider | None:
-    """A provider exporting over OTLP, when OTLP logs are on; else None."""
+def build_otlp_logs(settings: Settings, resource: Resource, stats: ExportStats) -> OtlpLogs | None:
+    """The OTLP log pipeline, when OTLP logs are on; else None."""
     telemetry = settings.telemetry
     if not (telemetry.logs.otlp and telemetry.otlp.endpoint):
         return None
@@ -158,7 +199,7 @@ def build_logger_provider(
     )
     count_drops(processor, stats, "logs")
     provider.add_log_record_processor(processor)
-    return provider
+    return OtlpLogs(provider, processor, resource)
 
 
 def set_level(level: str) -> None:
@@ -168,7 +209,7 @@ def set_level(level: str) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def configure_logging(settings: LogsSettings, logger_provider: LoggerProvider | None) -> None:
+def configure_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> None:
     """Configure the root logger and uvicorn's loggers: the one place logging is set up."""
     handlers: dict[str, dict[str, Any]] = {
         "console": {
@@ -186,8 +227,8 @@ def configure_logging(settings: LogsSettings, logger_provider: LoggerProvider | 
             "formatter": "json",
             "encoding": "utf-8",
         }
-    if logger_provider is not None:
-        handlers["otlp"] = {"()": OtlpLogHandler, "logger_provider": logger_provider}
+    if otlp_logs is not None:
+        handlers["otlp"] = {"()": OtlpLogHandler, "logs": otlp_logs}
     logging.config.dictConfig(
         {
             "version": 1,

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from aiva.settings import Settings
 from aiva.telemetry.exporters import ExportStats
-from aiva.telemetry.logs import build_logger_provider, configure_logging
+from aiva.telemetry.logs import build_otlp_logs, configure_logging
 from aiva.telemetry.metrics import build_meter_provider
 from aiva.telemetry.resource import build_resource
 from aiva.telemetry.system import SystemMetrics
@@ -85,9 +85,10 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         meter_provider, registry = build_meter_provider(settings, resource, stats)
         system = SystemMetrics(meter_provider)
         system.start()
-    if config.enabled:
-        logger_provider = build_logger_provider(settings, resource, stats)
-    configure_logging(config.logs, logger_provider)
+    otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
+    if otlp_logs is not None:
+        logger_provider = otlp_logs.provider
+    configure_logging(config.logs, otlp_logs)
     telemetry = Telemetry(
         tracer_provider, meter_provider, logger_provider, registry, stats, sampler, system
     )
