@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 from infra.ports import free_port
+from infra.processes import ManagedProcess
+from infra.require import in_ci
 from infra.service import REPO_ROOT, AivaService, service_env
 
 
@@ -25,6 +28,53 @@ def test_serves_root_on_embedded_defaults(aiva_service: Callable[..., AivaServic
     assert response.status_code == 200
     assert response.json() == {"service": "aiva", "version": "0.1.0", "environment": "development"}
     assert response.headers["x-request-id"]
+
+
+def test_readme_first_command_serves_on_127_0_0_1_8000(tmp_path: Path) -> None:
+    # The README's `aiva serve`, word for word: no options, no settings folder, no AIVA_*
+    # or OTEL_* variables, in an empty working directory.
+    if not port_is_free(8000):
+        reason = "port 8000 is taken on this machine: the README's default cannot be tried"
+        if in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    env = service_env({}, tmp_path)
+    del env["AIVA_CONFIG_DIR"]
+    aiva = Path(sys.executable).with_name("aiva")
+    argv = [str(aiva), "serve"] if aiva.exists() else [sys.executable, "-m", "aiva", "serve"]
+    process = ManagedProcess(argv, tmp_path / "aiva.log", env=env, cwd=tmp_path, name="aiva")
+
+    def ready() -> bool:
+        try:
+            return httpx.get("http://127.0.0.1:8000/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    process.start(ready, 30)
+    try:
+        body = httpx.get("http://127.0.0.1:8000/", timeout=5).json()
+        assert body == {"service": "aiva", "version": "0.1.0", "environment": "development"}
+    finally:
+        process.signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        process.stop(5)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_workers_serve_and_exit_0_on_sigterm(aiva_service: Callable[..., AivaService]) -> None:
+    service = aiva_service(args=["--workers", "2"])
+    with service.client() as client:
+        pids = {client.get("/info").json()["runtime"]["pid"] for _ in range(40)}
+    assert service.pid not in pids  # the workers serve, not the supervisor
+    assert service.terminate(timeout=20) == 0
 
 
 def test_sigterm_exits_0_after_graceful_shutdown(aiva_service: Callable[..., AivaService]) -> None:
