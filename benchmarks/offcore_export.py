@@ -15,8 +15,10 @@ import pickle
 import time
 from collections.abc import Callable
 
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
+    encode_spans as sdk_encode_spans,
+)
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,7 +26,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aiva.settings import load_settings
-from aiva.telemetry.logs import OtlpLogHandler
+from aiva.telemetry.encoding import encode_logs, encode_spans
+from aiva.telemetry.logs import OtlpLogHandler, OtlpLogs
 from aiva.telemetry.resource import build_resource
 
 N = 5000
@@ -40,9 +43,11 @@ def main() -> None:
     resource = build_resource(load_settings({}, config_dir="/nonexistent").settings)
     logs_out = InMemoryLogRecordExporter()
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs_out))
+    processor = SimpleLogRecordProcessor(logs_out)
+    logger_provider.add_log_record_processor(processor)
     log = logging.getLogger("bench.access")
-    log.propagate, log.handlers = False, [OtlpLogHandler(logger_provider)]
+    handler = OtlpLogHandler(OtlpLogs(logger_provider, processor, resource))
+    log.propagate, log.handlers = False, [handler]
     log.setLevel(logging.INFO)
     extra = {"http_method": "GET", "http_route": "/items/{id}", "status_code": 200}
     for _ in range(N):
@@ -77,9 +82,11 @@ def main() -> None:
         )
 
     rows = {
-        "encode spans": lambda: encode_spans(spans).SerializeToString(),
+        "SDK encode spans": lambda: sdk_encode_spans(spans).SerializeToString(),
+        "aiva encode spans": lambda: encode_spans(spans).SerializeToString(),
         "pickle span tuples": span_tuples,
-        "encode log records": lambda: encode_logs(logs).SerializeToString(),
+        "SDK encode logs": lambda: sdk_encode_logs(logs).SerializeToString(),
+        "aiva encode logs": lambda: encode_logs(logs).SerializeToString(),
         "pickle log tuples": log_tuples,
     }
     for label, action in rows.items():

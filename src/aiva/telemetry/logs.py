@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry._logs import LogRecord as OtelLogRecord
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.log_utils import std_to_otel
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -108,7 +108,7 @@ class OtlpLogs:
     the batch processor and resource the console-side handler feeds."""
 
     provider: LoggerProvider
-    processor: BatchLogRecordProcessor
+    processor: LogRecordProcessor
     resource: Resource
 
 
@@ -178,8 +178,9 @@ class OtlpLogHandler(logging.Handler):
         return otel_logger
 
 
-def queue_of(processor: BatchLogRecordProcessor) -> Callable[[ReadableLogRecord], None] | None:
-    """The batch processor's own queueing call, or None where this SDK hides it."""
+def queue_of(processor: LogRecordProcessor) -> Callable[[ReadableLogRecord], None] | None:
+    """A batch processor's own queueing call; None for other processors, or where this
+    SDK hides it."""
     emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
     return emit if callable(emit) else None
 
