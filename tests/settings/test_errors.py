@@ -279,3 +279,23 @@ def test_health_check_rules(write_config: WriteConfig) -> None:
     assert "health.checks.db.colour: is not a known setting" in text
     assert "health.checks.db.critical: must be true or false, got 'maybe'" in text
     assert "health.checks.disk.probes: must be a list (one of live, ready, startup each)" in text
+
+
+def test_an_environment_no_file_names_is_refused(write_config: WriteConfig) -> None:
+    # A typo must not run production on the development defaults without a word.
+    folder = write_config({"settings.yaml": "default: {}\nstaging:\n  server:\n    port: 9001\n"})
+    assert problems(folder, {"AIVA_ENV": "prodution"}) == [
+        "AIVA_ENV: names no settings section (known: development, production, staging, "
+        "testing), got 'prodution' (from environment variable AIVA_ENV)"
+    ]
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, env="stagin", config_dir=folder)
+    assert str(caught.value).endswith("got 'stagin' (from --env / env argument)")
+
+
+@pytest.mark.parametrize("env", ["development", "testing", "production", "staging"])
+def test_standard_environments_and_file_sections_are_known(
+    write_config: WriteConfig, env: str
+) -> None:
+    folder = write_config({"settings.local.yaml": "staging:\n  server:\n    port: 9001\n"})
+    assert load_settings({"AIVA_ENV": env}, config_dir=folder).env == env

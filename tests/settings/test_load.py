@@ -65,7 +65,8 @@ def test_settings_file_overrides_defaults(write_config: WriteConfig) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "expected"), [(None, 8100), ("development", 8100), ("production", 8300), ("x", 8000)]
+    ("env", "expected"),
+    [(None, 8100), ("development", 8100), ("production", 8300), ("staging", 8000)],
 )
 def test_environment_section_picked_by_aiva_env(
     write_config: WriteConfig, env: str | None, expected: int
@@ -77,6 +78,7 @@ def test_environment_section_picked_by_aiva_env(
                 "development:\n  server:\n    port: 8100\n"
                 "testing:\n  server:\n    port: 8200\n"
                 "production:\n  server:\n    port: 8300\n"
+                "staging:\n  service:\n    name: staged\n"  # a section of its own, no port
             )
         }
     )

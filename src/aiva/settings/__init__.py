@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiva.errors import Problem, SettingsError
 from aiva.settings.build import AUTOMATIC_CHECKS, build, derive, normalise, to_dict
-from aiva.settings.layers import DEFAULT_CONFIG_DIR, DEFAULT_ENV, get_path, merge, read_layers
+from aiva.settings.layers import (
+    DEFAULT_CONFIG_DIR,
+    DEFAULT_ENV,
+    STANDARD_ENVS,
+    Layer,
+    get_path,
+    merge,
+    read_layers,
+)
 from aiva.settings.masking import mask_value
 from aiva.settings.model import CheckSettings, Settings
 from aiva.settings.validate import validate
@@ -47,10 +55,12 @@ def load_settings(
     """
     from aiva import __version__
 
+    env_given = "--env / env argument" if env else "environment variable AIVA_ENV"
     env = env or environ.get("AIVA_ENV") or DEFAULT_ENV
     folder = Path(config_dir or environ.get("AIVA_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     layers, problems = read_layers(environ, env, folder)
     problems = _folder_problems(folder, environ, config_dir) + problems
+    problems += _env_problems(env, layers, explicit=env_given)
     merged = merge(layers)
     origins = dict(merged.origins)
     _note_derived(merged.data, origins, env)
@@ -80,6 +90,17 @@ def _folder_problems(
     else:
         return []
     return [Problem("AIVA_CONFIG_DIR", "must be an existing folder", source, repr(str(folder)))]
+
+
+def _env_problems(env: str, layers: Sequence[Layer], explicit: str) -> list[Problem]:
+    """An environment named by no settings file is most likely a typo (`prodution`) that
+    would run on another environment's settings without a word: refuse it. The
+    contract's three names are always known, with or without a section."""
+    known = set(STANDARD_ENVS).union(*(layer.sections for layer in layers))
+    if env in known:
+        return []
+    names = ", ".join(sorted(known))
+    return [Problem("AIVA_ENV", f"names no settings section (known: {names})", explicit, repr(env))]
 
 
 def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str) -> None:

@@ -19,6 +19,7 @@ from aiva.settings.model import Settings, declares_string
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "defaults.yaml"
 DEFAULTS_SOURCE = "package defaults"
 DEFAULT_ENV = "development"
+STANDARD_ENVS = ("development", "testing", "production")
 DEFAULT_CONFIG_DIR = "config"
 
 # The file layers, lowest first; each may be written in any one of these formats.
@@ -41,6 +42,8 @@ class Layer:
 
     data: dict[str, Any]
     origins: dict[str, str]
+    # The environment sections a settings file has (`default` aside); none for the others.
+    sections: frozenset[str] = frozenset()
 
 
 def read_layers(
@@ -138,16 +141,17 @@ def _file_layer(path: Path, env: str | None, source: str) -> Layer:
     except Exception as error:
         raise _FileError(Problem(path.name, _parse_message(error), source)) from error
     data = _lower_top(holder.as_dict())
-    if env is not None:
-        _check_sections(path, source)
-    return Layer(data, {key: source for key, _ in leaves(data)})
+    sections = _check_sections(path, source) if env is not None else frozenset()
+    return Layer(data, {key: source for key, _ in leaves(data)}, sections)
 
 
-def _check_sections(path: Path, source: str) -> None:
-    """Settings written outside an environment section would be silently ignored: refuse."""
+def _check_sections(path: Path, source: str) -> frozenset[str]:
+    """The file's environment sections; settings written outside one would be silently
+    ignored: refuse them."""
     flat = Dynaconf(environments=False, loaders=[])
     _LOADERS[path.suffix].load(flat, env=None, silent=True, key=None, filename=str(path))
-    misplaced = sorted(k.lower() for k in flat.as_dict() if k.upper() in _SECTION_NAMES)
+    top = [str(k).lower() for k in flat.as_dict()]
+    misplaced = sorted(k for k in top if k.upper() in _SECTION_NAMES)
     if misplaced:
         raise _FileError(
             Problem(
@@ -157,6 +161,7 @@ def _check_sections(path: Path, source: str) -> None:
                 source,
             )
         )
+    return frozenset(top) - {"default"}
 
 
 def _parse_message(error: Exception) -> str:
