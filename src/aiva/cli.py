@@ -121,8 +121,11 @@ def _ask(url: str, probe: str | None) -> tuple[int, str]:
         response = httpx.get(url.rstrip("/") + path, timeout=10)
     except httpx.HTTPError as error:
         click.echo(f"health: cannot reach {url}: {error}", err=True)
-        return 0, json.dumps({"status": Status.UNKNOWN.value, "error": str(error)})
-    return response.status_code, response.text
+        return 0, json.dumps({"status": Status.UNKNOWN.value, "error": str(error)}, indent=2)
+    try:  # printed as the in-process report is; a body that is no JSON as it came
+        return response.status_code, json.dumps(response.json(), indent=2)
+    except ValueError:
+        return response.status_code, response.text
 
 
 @cli.group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -217,7 +218,11 @@ def test_health_command(
     assert down.returncode == 1
     assert '"message": "connection refused"' in down.stdout
     wait_for(lambda: httpx.get(f"{service.base_url}/health/ready").status_code == 503, timeout=5)
-    assert aiva("--url", service.base_url, "--probe", "ready").returncode == 1
+    asked = aiva("--url", service.base_url, "--probe", "ready")
+    assert asked.returncode == 1
+    report = json.loads(asked.stdout)  # the same report form as in-process
+    assert report["status"] == "unhealthy"
+    assert '\n  "status": "unhealthy"' in asked.stdout  # printed as in-process, indented
     assert aiva("--url", service.base_url, "--probe", "live").returncode == 0
     env["AIVA_HEALTH__INTERVAL_S"] = "0"
     assert aiva().returncode == 2
