@@ -7,10 +7,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from opentelemetry._logs import LogRecord as OtelLogRecord
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordDroppedAttributesWarning
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -117,4 +118,23 @@ def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
     assert encode_logs([fast]) == encode_logs([public])
     assert fast.log_record.trace_id != 0 and fast.log_record.span_id != 0
     assert fast.instrumentation_scope is not None and fast.instrumentation_scope.name == "svc.orders"
+    provider.shutdown()
+
+
+def test_otlp_handler_leaves_oversized_records_to_the_sdk_limits() -> None:
+    exporter = InMemoryLogRecordExporter()
+    resource = Resource({"service.name": "logs-test"})
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    processor = BatchLogRecordProcessor(exporter)
+    provider.add_log_record_processor(processor)
+    handler = OtlpLogHandler(OtlpLogs(provider, processor, resource))
+    record = logging.LogRecord("svc", logging.INFO, __file__, 1, "wide", None, None)
+    for i in range(200):
+        setattr(record, f"field_{i}", i)
+    with pytest.warns(LogRecordDroppedAttributesWarning):  # the SDK's own notice
+        handler.emit(record)
+    assert provider.force_flush(5000)
+    [queued] = exporter.get_finished_logs()
+    assert len(queued.log_record.attributes or {}) == 128
+    assert queued.dropped_attributes == 72
     provider.shutdown()

@@ -15,7 +15,12 @@ from opentelemetry import trace
 from opentelemetry._logs import LogRecord as OtelLogRecord
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.log_utils import std_to_otel
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LogRecordLimits,
+    LogRecordProcessor,
+    ReadableLogRecord,
+)
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -112,6 +117,9 @@ class OtlpLogs:
     resource: Resource
 
 
+# The SDK's default LogRecordLimits: a record with more attributes takes the public
+# path, where the SDK drops the excess and counts it.
+_ATTRIBUTE_LIMIT = LogRecordLimits().max_attributes or 128
 # A log record queued for export keeps no reference to the context it was made in
 # (the SDK's batch processor drops it the same way): the ids are already taken.
 _NO_CONTEXT = Context()
@@ -159,8 +167,8 @@ class OtlpLogHandler(logging.Handler):
             body=record.getMessage(),
             attributes=attributes,
         )
-        if self._enqueue is None:
-            self._logger(record.name).emit(log)
+        if self._enqueue is None or len(attributes) > _ATTRIBUTE_LIMIT:
+            self._logger(record.name).emit(log)  # the SDK applies its limits there
             return
         log.context = _NO_CONTEXT
         self._enqueue(ReadableLogRecord(log, self._logs.resource, self._scope(record.name)))
