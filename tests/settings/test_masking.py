@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiva.settings.masking import mask_url, mask_value
+from aiva.settings.masking import mask_text, mask_url, mask_value
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,19 @@ def test_mask_value_walks_tables_and_masks_secret_keys() -> None:
     assert mask_value("health.checks", {"db": {"dsn": "pg//u:pw@h"}}) == {
         "db": {"dsn": "pg//u:****@h"}
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "connect to postgresql://app:s3cr@t@db:5432/x failed",
+            "connect to postgresql://app:****@db:5432/x failed",
+        ),
+        ("host=db user=app password='a b' dbname=x", "host=db user=app password=**** dbname=x"),
+        ("PWD=hunter2 next", "PWD=**** next"),
+        ("no secret here: user@example.com", "no secret here: user@example.com"),
+    ],
+)
+def test_free_text_has_its_passwords_masked(text: str, expected: str) -> None:
+    assert mask_text(text) == expected

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,15 +21,11 @@ from opentelemetry.trace import StatusCode
 
 from aiva.health.model import CheckResult, Outcome, Probe, Status, aggregate
 from aiva.health.types import CheckSpec
-from aiva.settings.masking import MASK
+from aiva.settings.masking import mask_text
 from aiva.settings.model import HealthSettings
 
 logger = logging.getLogger(__name__)
 
-# A URL's password, up to the last `@` of its authority (a password may hold an `@`).
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^\s/]*@")
-# libpq-style `password=...` (key=value DSNs and driver messages).
-_KEY_PASSWORD = re.compile(r"\b(password|passwd|pwd)=('[^']*'|\S+)", re.IGNORECASE)
 
 # Checks and their latest results, replaced together in one assignment, so a reader
 # on another thread (the gauge callbacks) never sees a half-updated pair.
@@ -184,7 +179,7 @@ class HealthRunner:
         if isinstance(value, Outcome):
             # A check's own words reach responses, logs and spans: mask them like errors.
             return dataclasses.replace(
-                value, message=mask_secrets(value.message), details=_masked(value.details)
+                value, message=mask_text(value.message), details=_masked(value.details)
             )
         return Outcome(Status.UNHEALTHY, f"check returned {type(value).__name__}, not an Outcome")
 
@@ -239,14 +234,8 @@ class HealthRunner:
         return age if age > limit else None
 
 
-def mask_secrets(text: str) -> str:
-    """Text with every URL password and `password=...` value masked."""
-    text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
-    return _KEY_PASSWORD.sub(rf"\1={MASK}", text)
-
-
 def _masked(details: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {k: mask_secrets(v) if isinstance(v, str) else v for k, v in details.items()}
+    return {k: mask_text(v) if isinstance(v, str) else v for k, v in details.items()}
 
 
 def describe(error: BaseException) -> str:
@@ -254,7 +243,7 @@ def describe(error: BaseException) -> str:
     if _refused(error):
         return "connection refused"
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return mask_secrets(text)
+    return mask_text(text)
 
 
 def _record_exception(span: trace.Span, error: Exception) -> None:
@@ -267,8 +256,8 @@ def _record_exception(span: trace.Span, error: Exception) -> None:
         "exception",
         {
             "exception.type": f"{module}{kind.__qualname__}",
-            "exception.message": mask_secrets(str(error)),
-            "exception.stacktrace": mask_secrets(stacktrace),
+            "exception.message": mask_text(str(error)),
+            "exception.stacktrace": mask_text(stacktrace),
         },
     )
 

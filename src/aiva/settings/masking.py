@@ -13,6 +13,10 @@ _SECRET_SUFFIXES = (".password", ".api_key", ".token", ".secret")
 # `user:password@` anywhere in a text that is no proper URL (`postgres//u:pw@h/db`): the
 # password runs to the last `@` before whitespace, as urlsplit takes the netloc's last `@`.
 _USER_PASSWORD = re.compile(r"(?P<user>[^\s:/@]*):[^\s]*@")
+# In free text (a driver's error message, a stack trace): a URL's password, up to the last
+# `@` of its authority (a password may hold an `@`), and libpq-style `password=...`.
+_URL_PASSWORD_IN_TEXT = re.compile(r"(\w+://[^:/@\s]*:)[^\s/]*@")
+_KEY_PASSWORD = re.compile(r"\b(password|passwd|pwd)=('[^']*'|\S+)", re.IGNORECASE)
 
 
 def is_secret_key(key: str) -> bool:
@@ -42,6 +46,12 @@ def mask_url(text: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc}"))
+
+
+def mask_text(text: str) -> str:
+    """Free text with every URL password and `password=...` value in it masked."""
+    text = _URL_PASSWORD_IN_TEXT.sub(rf"\1{MASK}@", text)
+    return _KEY_PASSWORD.sub(rf"\1={MASK}", text)
 
 
 def mask_value(key: str, value: Any) -> Any:
