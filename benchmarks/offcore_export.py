@@ -46,7 +46,7 @@ def main() -> None:
     processor = SimpleLogRecordProcessor(logs_out)
     logger_provider.add_log_record_processor(processor)
     log = logging.getLogger("bench.access")
-    handler = OtlpLogHandler(OtlpLogs(logger_provider, processor, resource))
+    handler = OtlpLogHandler(OtlpLogs(logger_provider, processor))
     log.propagate, log.handlers = False, [handler]
     log.setLevel(logging.INFO)
     extra = {"http_method": "GET", "http_route": "/items/{id}", "status_code": 200}

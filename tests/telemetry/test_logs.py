@@ -94,7 +94,7 @@ def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
     processor = BatchLogRecordProcessor(exporter)
     provider.add_log_record_processor(processor)
     assert queue_of(processor) is not None, "this SDK hides its queue: the slow path runs"
-    handler = OtlpLogHandler(OtlpLogs(provider, processor, resource))
+    handler = OtlpLogHandler(OtlpLogs(provider, processor))
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("request"):
         record = logging.LogRecord("svc.orders", logging.WARNING, __file__, 1, "low %s", ("stock",), None)
@@ -127,7 +127,7 @@ def test_otlp_handler_leaves_oversized_records_to_the_sdk_limits() -> None:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     processor = BatchLogRecordProcessor(exporter)
     provider.add_log_record_processor(processor)
-    handler = OtlpLogHandler(OtlpLogs(provider, processor, resource))
+    handler = OtlpLogHandler(OtlpLogs(provider, processor))
     record = logging.LogRecord("svc", logging.INFO, __file__, 1, "wide", None, None)
     for i in range(200):
         setattr(record, f"field_{i}", i)

@@ -247,15 +247,12 @@ def describe(error: BaseException) -> str:
 
 
 def _record_exception(span: trace.Span, error: Exception) -> None:
-    """`span.record_exception` by hand: it would write the raw message and stacktrace, and
-    a driver's message may quote the DSN it failed to reach. Same masking as the report."""
+    """The SDK's exception event with its message and stacktrace masked: a driver's
+    message may quote the DSN it failed to reach. Same masking as the report."""
     stacktrace = "".join(traceback.format_exception(error))
-    kind = type(error)
-    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-    span.add_event(
-        "exception",
-        {
-            "exception.type": f"{module}{kind.__qualname__}",
+    span.record_exception(
+        error,
+        attributes={
             "exception.message": mask_text(str(error)),
             "exception.stacktrace": mask_text(stacktrace),
         },

@@ -130,16 +130,17 @@ def _rules_for(
     kind: Any,
     constraints: Mapping[str, Any],
     data: Any,
-    origins: Mapping[str, str] | None = None,
+    origins: Mapping[str, str],
 ) -> Iterator[Rule]:
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         yield _rule(key, "must be a table of settings", lambda v: isinstance(v, dict))
         if key == "health":
-            yield from _check_rules(data, origins or {})
+            yield from _check_rules(data, origins)
         for f in dataclasses.fields(kind):
             if key == "health" and f.name == "checks":
                 continue
-            yield from _rules_for(f"{key}.{f.name}", _hints(kind)[f.name], f.metadata, data)
+            hint = _hints(kind)[f.name]
+            yield from _rules_for(f"{key}.{f.name}", hint, f.metadata, data, origins)
         return
     text, test = _type_rule(kind)
     yield _rule(key, text, test)
@@ -164,7 +165,7 @@ def _check_rules(data: Mapping[str, Any], origins: Mapping[str, str]) -> Iterato
         )
         for common in sorted(CHECK_COMMON_KEYS & set(spec)):
             yield from _rules_for(
-                f"{prefix}.{common}", hints[common], fields[common].metadata, data
+                f"{prefix}.{common}", hints[common], fields[common].metadata, data, origins
             )
         options = CHECK_OPTIONS.get(str(spec.get("type")), {})
         for option, option_rule in options.items():

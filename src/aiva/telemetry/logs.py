@@ -110,16 +110,12 @@ _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 @dataclass(frozen=True)
 class OtlpLogs:
     """The OTLP log pipeline: the provider (flushed and shut down with the others) and
-    the batch processor and resource the console-side handler feeds."""
+    the batch processor the logging handler feeds."""
 
     provider: LoggerProvider
     processor: LogRecordProcessor
-    resource: Resource
 
 
-# The SDK's default LogRecordLimits: a record with more attributes takes the public
-# path, where the SDK drops the excess and counts it.
-_ATTRIBUTE_LIMIT = LogRecordLimits().max_attributes or 128
 # A log record queued for export keeps no reference to the context it was made in
 # (the SDK's batch processor drops it the same way): the ids are already taken.
 _NO_CONTEXT = Context()
@@ -144,6 +140,9 @@ class OtlpLogHandler(logging.Handler):
         super().__init__(level)
         self._logs = logs
         self._enqueue = queue_of(logs.processor)
+        # The limit the SDK's loggers apply: a record over it takes the public path,
+        # where the SDK drops the excess and counts it.
+        self._attribute_limit = LogRecordLimits().max_attributes or 128
         self._scopes: dict[str, InstrumentationScope] = {}
         self._loggers: dict[str, Any] = {}
 
@@ -167,11 +166,13 @@ class OtlpLogHandler(logging.Handler):
             body=record.getMessage(),
             attributes=attributes,
         )
-        if self._enqueue is None or len(attributes) > _ATTRIBUTE_LIMIT:
+        if self._enqueue is None or len(attributes) > self._attribute_limit:
             self._logger(record.name).emit(log)  # the SDK applies its limits there
             return
         log.context = _NO_CONTEXT
-        self._enqueue(ReadableLogRecord(log, self._logs.resource, self._scope(record.name)))
+        self._enqueue(
+            ReadableLogRecord(log, self._logs.provider.resource, self._scope(record.name))
+        )
 
     def _scope(self, name: str) -> InstrumentationScope:
         scope = self._scopes.get(name)
@@ -208,7 +209,7 @@ def build_otlp_logs(settings: Settings, resource: Resource, stats: ExportStats) 
     )
     count_drops(processor, stats, "logs")
     provider.add_log_record_processor(processor)
-    return OtlpLogs(provider, processor, resource)
+    return OtlpLogs(provider, processor)
 
 
 def set_level(level: str) -> None:
