@@ -85,6 +85,42 @@ def test_formatter_keeps_extras_and_exceptions() -> None:
     assert entry["trace_id"] is None  # outside any span
 
 
+class _Opaque:
+    def __str__(self) -> str:
+        return "opaque thing"
+
+
+def test_formatter_writes_any_extra_value() -> None:
+    record = logging.LogRecord("svc", logging.INFO, __file__, 1, "m", None, None)
+    record.obj = _Opaque()
+    record.huge = 2**70  # past 64 bits: orjson refuses it, the stdlib encoder does not
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["obj"] == "opaque thing"
+    assert entry["huge"] == 2**70
+    plain = logging.LogRecord("svc", logging.INFO, __file__, 1, "m", None, None)
+    plain.obj, plain.huge = _Opaque(), 1
+    entry = json.loads(JsonFormatter().format(plain))
+    assert (entry["obj"], entry["huge"]) == ("opaque thing", 1)
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1_796_000_000.9996, "2026-11-30T00:53:20.999Z"),
+        (1_796_000_001.0, "2026-11-30T00:53:21.000Z"),
+        (1_796_000_001.25, "2026-11-30T00:53:21.250Z"),
+    ],
+)
+def test_timestamps_are_rfc3339_utc_milliseconds(created: float, expected: str) -> None:
+    record = logging.LogRecord("svc", logging.INFO, __file__, 1, "m", None, None)
+    formatter = JsonFormatter()
+    record.created = created - 1  # a cached second before must not leak into the next
+    formatter.format(record)
+    record.created = created
+    assert json.loads(formatter.format(record))["timestamp"] == expected
+
+
 def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
     # The handler bypasses the SDK's Logger.emit for speed; what reaches the exporter
     # must be the record the public path makes (observed time aside).
@@ -97,7 +133,9 @@ def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
     handler = OtlpLogHandler(OtlpLogs(provider, processor))
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("request"):
-        record = logging.LogRecord("svc.orders", logging.WARNING, __file__, 1, "low %s", ("stock",), None)
+        record = logging.LogRecord(
+            "svc.orders", logging.WARNING, __file__, 1, "low %s", ("stock",), None
+        )
         record.order_id = 42
         record.note = None  # None is left out
         record.obj = object()  # anything else goes as its str()
@@ -117,7 +155,9 @@ def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
         readable.log_record.observed_timestamp = 0
     assert encode_logs([fast]) == encode_logs([public])
     assert fast.log_record.trace_id != 0 and fast.log_record.span_id != 0
-    assert fast.instrumentation_scope is not None and fast.instrumentation_scope.name == "svc.orders"
+    assert (
+        fast.instrumentation_scope is not None and fast.instrumentation_scope.name == "svc.orders"
+    )
     provider.shutdown()
 
 

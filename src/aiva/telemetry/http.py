@@ -19,7 +19,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aiva import __version__
-from aiva.telemetry.metrics import DURATION_BUCKETS_S
+from aiva.telemetry.histogram import ProducedHistogram
 
 # The HTTP semantic conventions: any other method is reported as _OTHER, so a
 # scanner sending random methods cannot grow the series count.
@@ -39,20 +39,19 @@ class HttpTelemetry:
         tracer_provider: trace.TracerProvider,
         meter_provider: MeterProvider,
         excluded_paths: Sequence[str],
+        request_duration: ProducedHistogram | None = None,
         *,
         instrumented: bool = True,
     ) -> None:
-        """`instrumented=False` leaves spans and metrics to another instrumentation (stock)."""
+        """`instrumented=False` leaves spans and metrics to another instrumentation (stock).
+
+        `request_duration` is `http.server.request.duration`, aggregated by aiva and
+        collected by the provider's readers; None when metrics are off.
+        """
         self.tracer = tracer_provider.get_tracer("aiva.http", __version__)
         self.make_spans = instrumented and not isinstance(tracer_provider, trace.NoOpTracerProvider)
-        self.record_metrics = instrumented
+        self.duration = request_duration if instrumented else None
         meter = meter_provider.get_meter("aiva.http", __version__)
-        self.duration = meter.create_histogram(
-            "http.server.request.duration",
-            unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
-        )
         # An observable instrument over a plain Counter: two dict updates a request
         # instead of two SDK measurements; the callback runs on the SDK's thread and
         # only reads a snapshot.
@@ -119,17 +118,16 @@ class HttpTelemetry:
     def record(
         self, method: str, scheme: str, route: str | None, status: int, seconds: float
     ) -> None:
-        if self.record_metrics:
-            self.duration.record(seconds, self._metric_attributes(method, route, status, scheme))
+        if self.duration is not None:
+            key = (method, route, status, scheme)
+            self.duration.record(key, self._metric_attributes(key), seconds)
 
-    def _metric_attributes(
-        self, method: str, route: str | None, status: int, scheme: str
-    ) -> dict[str, Any]:
+    def _metric_attributes(self, key: tuple[str, str | None, int, str]) -> dict[str, Any]:
         # Attribute sets repeat: cache one dict per (method, route, status, scheme). The
         # keys are bounded (known methods, route templates, status codes), never raw paths.
-        key = (method, route, status, scheme)
         attributes = self._attributes.get(key)
         if attributes is None:
+            method, route, status, scheme = key
             attributes = {
                 "http.request.method": method,
                 "http.response.status_code": status,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord as OtelLogRecord
 from opentelemetry.context import Context
@@ -62,13 +63,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     cached: dict[str, Any] | None = record.__dict__.get(_FIELDS_ATTR)
     if cached is not None:
         return cached
-    fields: dict[str, Any] = {}
-    request_id = request_id_var.get()
-    if request_id is not None:
-        fields["request_id"] = request_id
-    bound = log_fields_var.get()
-    if bound:
-        fields.update(bound)
+    fields = _context_fields()
     for name, value in record.__dict__.items():
         if name not in _RECORD_ATTRS and name not in _DROPPED_EXTRAS:
             fields[name] = value
@@ -76,21 +71,67 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-def _timestamp(created: float) -> str:
-    # RFC 3339 in UTC with milliseconds; time.strftime is cheaper than a datetime.
-    millis = int(created % 1 * 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(created))}.{millis:03d}Z"
+def attach_fields(record: logging.LogRecord, extras: dict[str, Any]) -> None:
+    """Give a record made by aiva its extras, as `extra=` would, with its fields known.
+
+    For the access line, made once a request: record_fields then needs no walk over
+    the record's twenty-odd standard attributes to find the extras.
+    """
+    record.__dict__.update(extras)
+    fields = _context_fields()
+    fields.update(extras)
+    record.__dict__[_FIELDS_ATTR] = fields
+
+
+def _context_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    bound = log_fields_var.get()
+    if bound:
+        fields.update(bound)
+    return fields
+
+
+class _Timestamps:
+    """RFC 3339 in UTC with milliseconds, the seconds part formatted once a second."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, str] = (-1, "")  # replaced whole: safe across threads
+
+    def format(self, created: float) -> str:
+        second = int(created)
+        last_second, prefix = self._last
+        if second != last_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._last = (second, prefix)
+        return f"{prefix}.{int((created - second) * 1000):03d}Z"
+
+
+_fallback_encode = json.JSONEncoder(default=str).encode
+
+
+def _json_line(entry: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(entry, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        # What orjson refuses (an int over 64 bits, a non-str key): the stdlib encoder,
+        # everything unknown as its str().
+        return _fallback_encode(entry)
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: the contract's fields, bound fields, then the record's extras."""
 
-    _encode = json.JSONEncoder(default=str).encode
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timestamps = _Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
         trace_id, span_id = current_ids()
         entry: dict[str, Any] = {
-            "timestamp": _timestamp(record.created),
+            "timestamp": self._timestamps.format(record.created),
             "level": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
@@ -101,7 +142,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(record_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return self._encode(entry)
+        return _json_line(entry)
 
 
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}

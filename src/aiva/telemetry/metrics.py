@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
+from aiva import __version__
 from aiva.settings import Settings
 from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
+from aiva.telemetry.histogram import ProducedHistogram
 
 # The HTTP semantic conventions' advised boundaries for http.server.request.duration (s).
 DURATION_BUCKETS_S = (
@@ -20,20 +34,42 @@ DURATION_BUCKETS_S = (
 )  # fmt: skip
 
 
-def build_meter_provider(
-    settings: Settings, resource: Resource, stats: ExportStats
-) -> tuple[MeterProvider, CollectorRegistry]:
-    """The provider and the Prometheus registry `/metrics` renders."""
+@dataclass(frozen=True)
+class Metrics:
+    """The meter provider, the Prometheus registry `/metrics` renders, and the request
+    duration histogram aiva aggregates itself (see aiva.telemetry.histogram)."""
+
+    provider: MeterProvider
+    registry: CollectorRegistry
+    request_duration: ProducedHistogram
+
+
+def request_duration_histogram() -> ProducedHistogram:
+    return ProducedHistogram(
+        "http.server.request.duration",
+        unit="s",
+        description="Duration of HTTP server requests.",
+        boundaries=DURATION_BUCKETS_S,
+        scope=InstrumentationScope("aiva.http", __version__),
+    )
+
+
+def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) -> Metrics:
+    """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set."""
     registry = CollectorRegistry(auto_describe=True)
+    request_duration = request_duration_histogram()
+    producers = (request_duration,)
     readers: list[MetricReader] = []
     metrics = settings.telemetry.metrics
     if metrics.prometheus.enabled:
-        readers.append(PrometheusMetricReader(registry=registry))
+        readers.append(ProducingPrometheusReader(registry, producers, resource))
     otlp = settings.telemetry.otlp
     if otlp.endpoint:
         readers.append(
-            PeriodicExportingMetricReader(
+            ProducingPeriodicReader(
                 CountingMetricExporter(otlp_exporter(otlp, "metrics"), stats),
+                producers,
+                resource,
                 export_interval_millis=metrics.export_interval_s * 1000,
                 export_timeout_millis=otlp.timeout_s * 1000,
             )
@@ -47,7 +83,106 @@ def build_meter_provider(
         shutdown_on_exit=False,  # shut down by the lifespan, within its deadline
     )
     _register_self_metrics(provider, stats)
-    return provider, registry
+    return Metrics(provider, registry, request_duration)
+
+
+# The OpenTelemetry specification's MetricProducer (a source of pre-aggregated metrics
+# a reader adds to each collection) is missing from the Python SDK; these two readers
+# take producers and add their metrics in `_receive_metrics`, the method every reader
+# implements to receive a collection. The SDK calls it only when its own instruments
+# gave something; with metrics on, `process.uptime` (aiva.telemetry.system) always does.
+
+
+class ProducingPrometheusReader(PrometheusMetricReader):
+    """The Prometheus reader (own registry) plus aiva's producers."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        producers: Sequence[ProducedHistogram],
+        resource: Resource,
+    ) -> None:
+        super().__init__(registry=registry)
+        self._producers = _attach(self, producers, AggregationTemporality.CUMULATIVE)
+        self._resource = resource
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        produced = _with_produced(metrics_data, self, self._producers, self._resource)
+        super()._receive_metrics(produced, timeout_millis, **kwargs)
+
+
+class ProducingPeriodicReader(PeriodicExportingMetricReader):
+    """The periodic OTLP push plus aiva's producers."""
+
+    def __init__(
+        self,
+        exporter: MetricExporter,
+        producers: Sequence[ProducedHistogram],
+        resource: Resource,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(exporter, **kwargs)
+        # What the exporter prefers for histograms (OTLP's exporter resolves
+        # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE into it); the SDK reads it too.
+        preferred = exporter._preferred_temporality or {}
+        temporality = preferred.get(SdkHistogram, AggregationTemporality.CUMULATIVE)
+        self._producers = _attach(self, producers, temporality)
+        self._resource = resource
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        produced = _with_produced(metrics_data, self, self._producers, self._resource)
+        super()._receive_metrics(produced, timeout_millis, **kwargs)
+
+
+def _attach(
+    reader: MetricReader,
+    producers: Sequence[ProducedHistogram],
+    temporality: AggregationTemporality,
+) -> tuple[ProducedHistogram, ...]:
+    for producer in producers:
+        producer.attach(reader, temporality)
+    return tuple(producers)
+
+
+def _with_produced(
+    data: MetricsData,
+    reader: MetricReader,
+    producers: Sequence[ProducedHistogram],
+    resource: Resource,
+) -> MetricsData:
+    """`data` with each producer's metric added to its scope, under the provider's resource."""
+    added: dict[InstrumentationScope, list[Any]] = {}
+    for producer in producers:
+        metric = producer.collect(reader)
+        if metric is not None:
+            added.setdefault(producer.scope, []).append(metric)
+    if not added:
+        return data
+    resources = list(data.resource_metrics)
+    index = next((i for i, r in enumerate(resources) if r.resource == resource), None)
+    if index is None:
+        resources.append(ResourceMetrics(resource, [], resource.schema_url))
+        index = len(resources) - 1
+    own = resources[index]
+    scopes: list[ScopeMetrics] = []
+    for scope_metrics in own.scope_metrics:
+        extra = added.pop(scope_metrics.scope, [])
+        scopes.append(
+            ScopeMetrics(
+                scope_metrics.scope, [*scope_metrics.metrics, *extra], scope_metrics.schema_url
+            )
+            if extra
+            else scope_metrics
+        )
+    scopes += [
+        ScopeMetrics(scope, metrics, scope.schema_url or "") for scope, metrics in added.items()
+    ]
+    resources[index] = ResourceMetrics(own.resource, scopes, own.schema_url)
+    return MetricsData(resources)
 
 
 def _register_self_metrics(provider: MeterProvider, stats: ExportStats) -> None:

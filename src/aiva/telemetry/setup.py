@@ -20,8 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from aiva.settings import Settings
 from aiva.telemetry.exporters import ExportStats
+from aiva.telemetry.histogram import ProducedHistogram
 from aiva.telemetry.logs import build_otlp_logs, configure_logging
-from aiva.telemetry.metrics import build_meter_provider
+from aiva.telemetry.metrics import build_metrics
 from aiva.telemetry.resource import build_resource
 from aiva.telemetry.system import SystemMetrics
 from aiva.telemetry.traces import AdjustableRatioSampler, build_tracer_provider
@@ -40,6 +41,7 @@ class Telemetry:
     stats: ExportStats
     sampler: AdjustableRatioSampler | None = None
     system: SystemMetrics | None = None
+    request_duration: ProducedHistogram | None = None
     _shut_down: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float) -> list[Exception]:
@@ -78,11 +80,16 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
     meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
     registry = CollectorRegistry()
-    logger_provider = sampler = system = None
+    logger_provider = sampler = system = request_duration = None
     if config.enabled and config.traces.enabled:
         tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
     if config.enabled and config.metrics.enabled:
-        meter_provider, registry = build_meter_provider(settings, resource, stats)
+        built = build_metrics(settings, resource, stats)
+        meter_provider, registry, request_duration = (
+            built.provider,
+            built.registry,
+            built.request_duration,
+        )
         system = SystemMetrics(meter_provider)
         system.start()
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
@@ -90,7 +97,14 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         logger_provider = otlp_logs.provider
     configure_logging(config.logs, otlp_logs)
     telemetry = Telemetry(
-        tracer_provider, meter_provider, logger_provider, registry, stats, sampler, system
+        tracer_provider,
+        meter_provider,
+        logger_provider,
+        registry,
+        stats,
+        sampler,
+        system,
+        request_duration,
     )
     install_globals(telemetry)
     return telemetry

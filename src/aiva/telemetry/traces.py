@@ -9,12 +9,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
-    ParentBased,
+    Decision,
     Sampler,
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 from aiva.settings import Settings
@@ -22,21 +22,27 @@ from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, count_dr
 
 
 class AdjustableRatioSampler(Sampler):
-    """TraceIdRatioBased whose ratio can change while the service runs (hot reload).
+    """The SDK's ParentBased(TraceIdRatioBased(ratio)) as one sampler, whose ratio can
+    change while the service runs (hot reload).
 
-    The SDK's samplers are immutable; swapping the delegate is one atomic assignment,
-    so a request in flight sees either the old or the new ratio, never a mix.
+    One sampler rather than the SDK's pair: the parent is looked up once instead of
+    three times, and a dropped root span (nine in ten at ratio 0.1) reuses one result
+    instead of building its own. The decisions are the SDK's, and a test compares them:
+    a valid parent's sampled flag decides (ParentBased's defaults), and without one the
+    trace id's low 64 bits are compared with the ratio's bound (TraceIdRatioBased).
+    The ratio and its bound change together in one assignment, so a request in flight
+    sees the old or the new ratio, never a mix.
     """
 
     def __init__(self, ratio: float) -> None:
-        self._delegate = TraceIdRatioBased(ratio)
+        self._rule = (ratio, TraceIdRatioBased.get_bound_for_rate(ratio))
 
     @property
     def ratio(self) -> float:
-        return self._delegate.rate
+        return self._rule[0]
 
     def set_ratio(self, ratio: float) -> None:
-        self._delegate = TraceIdRatioBased(ratio)
+        self._rule = (ratio, TraceIdRatioBased.get_bound_for_rate(ratio))
 
     def should_sample(
         self,
@@ -48,12 +54,22 @@ class AdjustableRatioSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        return self._delegate.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
+        parent = get_current_span(parent_context).get_span_context()
+        if parent.is_valid:
+            sampled = parent.trace_flags.sampled
+            state: TraceState | None = parent.trace_state
+        else:
+            sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._rule[1]
+            state = None
+        if sampled:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, state)
+        return _DROP if state is None else SamplingResult(Decision.DROP, None, state)
 
     def get_description(self) -> str:
-        return f"AdjustableRatioSampler{{{self._delegate.rate}}}"
+        return f"ParentBased{{root:TraceIdRatioBased{{{self.ratio}}}}}"
+
+
+_DROP = SamplingResult(Decision.DROP, None, None)
 
 
 def build_tracer_provider(
@@ -61,9 +77,7 @@ def build_tracer_provider(
 ) -> tuple[TracerProvider, AdjustableRatioSampler]:
     """The provider (with OTLP export when an endpoint is set) and its adjustable sampler."""
     sampler = AdjustableRatioSampler(settings.telemetry.traces.sampler_ratio)
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(root=sampler), shutdown_on_exit=False
-    )
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     otlp = settings.telemetry.otlp
     if otlp.endpoint:
         processor = BatchSpanProcessor(CountingSpanExporter(otlp_exporter(otlp, "traces"), stats))

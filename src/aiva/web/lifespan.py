@@ -97,6 +97,7 @@ def make_lifespan(
             telemetry.tracer_provider,
             telemetry.meter_provider,
             settings.telemetry.traces.excluded_paths,
+            telemetry.request_duration,
             instrumented=settings.telemetry.instrumentation == "aiva",
         )
         health = build_health(settings, telemetry, checks)

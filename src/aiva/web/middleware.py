@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
+from aiva.telemetry.logs import attach_fields
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -109,7 +110,10 @@ def _log_access(method: str, route: str | None, status: int, seconds: float, qui
             "%s %s %d",
             (method, route or "(unmatched)", status),
             None,
-            extra={
+        )
+        attach_fields(
+            record,
+            {
                 "http_method": method,
                 "http_route": route,
                 "status_code": status,

@@ -1,9 +1,16 @@
-"""The route template of a request, for span names, metric attributes and access logs."""
+"""Route templates for telemetry, and RouteGroup: aiva's own routes as one router entry."""
 
 from __future__ import annotations
 
-from starlette.routing import Mount
-from starlette.types import Scope
+from collections.abc import Iterable
+from typing import Any
+
+# The helper Route.matches itself uses (there is no public one), so the group reads the
+# same path as its routes do, root_path and all.
+from starlette._utils import get_route_path
+from starlette.datastructures import URLPath
+from starlette.routing import BaseRoute, Match, Mount, NoMatchFound, Route
+from starlette.types import Receive, Scope, Send
 
 
 def route_template(scope: Scope) -> str | None:
@@ -20,3 +27,83 @@ def route_template(scope: Scope) -> str | None:
         return root or "/"
     path_format = getattr(route, "path_format", None)
     return (root + path_format) or "/" if isinstance(path_format, str) else None
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].partition("/")[0]
+
+
+class RouteGroup(BaseRoute):
+    """Routes that the router sees as one entry, tried only when the first segment fits.
+
+    Hand-written because Starlette's router scans its routes in order, one regex match
+    each, and no library indexes them: every request to a user route would first fail
+    on each of aiva's own endpoints. The group keys its routes by their first literal
+    path segment (a route whose first segment has a parameter is tried for every path)
+    and otherwise keeps Router's rules: the routes in their order, the first FULL match
+    wins, else the first PARTIAL (a 405), else NONE.
+
+    The child scope carries `"route"`: the inner route that matched. It overrides the
+    group that Router stored, so `route_template` and `handle` see the inner route.
+    """
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        own: list[Route] = []
+        for route in routes:
+            if not isinstance(route, Route):
+                raise TypeError(f"RouteGroup takes starlette Route objects only, not {route!r}")
+            own.append(route)
+        segments = [_first_segment(route.path) for route in own]
+        self._routes = tuple(own)
+        self._always = tuple(r for r, s in zip(own, segments, strict=True) if "{" in s)
+        self._by_segment = {
+            segment: tuple(
+                r for r, s in zip(own, segments, strict=True) if s == segment or "{" in s
+            )
+            for segment in segments
+            if "{" not in segment
+        }
+
+    @property
+    def routes(self) -> list[Route]:
+        """The inner routes, in order (a copy: the group's index is fixed)."""
+        return list(self._routes)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if "path" in scope:
+            segment = _first_segment(get_route_path(scope))
+            candidates = self._by_segment.get(segment, self._always)
+        else:
+            candidates = self._routes
+        partial: Scope | None = None
+        for route in candidates:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                child_scope["route"] = route
+                return match, child_scope
+            if match is Match.PARTIAL and partial is None:
+                child_scope["route"] = route
+                partial = child_scope
+        if partial is not None:
+            return Match.PARTIAL, partial
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope.get("route")
+        if route is None or route is self:
+            raise RuntimeError("RouteGroup.handle needs the scope its matches() returned")
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        for route in self._routes:
+            try:
+                return route.url_path_for(name, **path_params)
+            except NoMatchFound:
+                pass
+        raise NoMatchFound(name, path_params)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RouteGroup) and self._routes == other._routes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(routes={list(self._routes)!r})"

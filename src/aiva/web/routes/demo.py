@@ -10,7 +10,7 @@ import random
 from opentelemetry import metrics
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from aiva.api import log_context, operation
 
@@ -66,13 +66,10 @@ async def fail(request: Request) -> JSONResponse:
     raise RuntimeError("demo failure")
 
 
+# Plain routes rather than a Mount: a Mount costs each request a second router pass.
+PREFIX = "/api/demo"
 ROUTES = [
-    Mount(
-        "/api/demo",
-        routes=[
-            Route("/items/{item_id}", item, methods=["GET"]),
-            Route("/work", work, methods=["GET"]),
-            Route("/fail", fail, methods=["GET"]),
-        ],
-    )
+    Route(f"{PREFIX}/items/{{item_id}}", item, methods=["GET"]),
+    Route(f"{PREFIX}/work", work, methods=["GET"]),
+    Route(f"{PREFIX}/fail", fail, methods=["GET"]),
 ]

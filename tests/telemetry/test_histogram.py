@@ -1,0 +1,194 @@
+"""aiva's own request-duration histogram against the SDK's: same points, every reader."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.metrics import (
+    DURATION_BUCKETS_S,
+    ProducingPeriodicReader,
+    ProducingPrometheusReader,
+    request_duration_histogram,
+)
+
+GET_200 = {"http.request.method": "GET", "http.response.status_code": 200, "url.scheme": "http"}
+POST_500 = {
+    "http.request.method": "POST",
+    "http.response.status_code": 500,
+    "url.scheme": "http",
+    "error.type": "500",
+}
+
+
+def _points(metrics_data: MetricsData | None, name: str) -> list[HistogramDataPoint]:
+    assert metrics_data is not None
+    return [
+        point
+        for resource in metrics_data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+
+
+def _shape(point: HistogramDataPoint) -> tuple[Any, ...]:
+    return (
+        dict(point.attributes or {}),
+        tuple(point.bucket_counts),
+        tuple(point.explicit_bounds),
+        point.count,
+        round(point.sum, 9),
+        point.min,
+        point.max,
+    )
+
+
+def test_points_equal_the_sdk_histograms_for_the_same_measurements() -> None:
+    sdk_reader = InMemoryMetricReader()
+    sdk_histogram = (
+        MeterProvider(metric_readers=[sdk_reader])
+        .get_meter("t")
+        .create_histogram("d", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S)
+    )
+    ours = request_duration_histogram()
+    ours.attach("reader", AggregationTemporality.CUMULATIVE)
+    rng = random.Random(7)
+    # Values on the boundaries too: bucket i holds (bounds[i-1], bounds[i]].
+    values = [*DURATION_BUCKETS_S, 0.0, 11.0, *(rng.uniform(0, 12) for _ in range(500))]
+    for index, value in enumerate(values):
+        attributes = GET_200 if index % 3 else POST_500
+        sdk_histogram.record(value, attributes)
+        ours.record(index % 3 != 0, attributes, value)
+
+    metric = ours.collect("reader")
+    assert metric is not None
+    assert metric.name == "http.server.request.duration" and metric.unit == "s"
+    assert metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE  # type: ignore[union-attr]
+    expected = sorted(map(_shape, _points(sdk_reader.get_metrics_data(), "d")), key=repr)
+    assert sorted(map(_shape, metric.data.data_points), key=repr) == expected  # type: ignore[arg-type]
+    assert sum(p.count for p in metric.data.data_points) == len(values)  # type: ignore[attr-defined]
+
+
+def test_each_reader_sees_every_measurement_in_its_own_temporality() -> None:
+    histogram = ProducedHistogram(
+        "d",
+        unit="s",
+        description="",
+        boundaries=(1.0, 2.0),
+        scope=request_duration_histogram().scope,
+    )
+    histogram.attach("cumulative", AggregationTemporality.CUMULATIVE)
+    histogram.attach("delta", AggregationTemporality.DELTA)
+    assert histogram.collect("cumulative") is None  # nothing recorded yet
+
+    histogram.record("k", GET_200, 0.5)
+    histogram.record("k", GET_200, 1.5)
+    first_delta = histogram.collect("delta")
+    histogram.record("k", GET_200, 3.0)
+    cumulative = histogram.collect("cumulative")
+    second_delta = histogram.collect("delta")
+    empty_delta = histogram.collect("delta")
+
+    assert first_delta is not None and cumulative is not None and second_delta is not None
+    [d1] = first_delta.data.data_points  # type: ignore[union-attr]
+    [c] = cumulative.data.data_points  # type: ignore[union-attr]
+    [d2] = second_delta.data.data_points  # type: ignore[union-attr]
+    assert (d1.count, tuple(d1.bucket_counts), d1.min, d1.max) == (2, (1, 1, 0), 0.5, 1.5)
+    assert (c.count, tuple(c.bucket_counts), c.min, c.max) == (3, (1, 1, 1), 0.5, 3.0)
+    assert (d2.count, tuple(d2.bucket_counts), d2.min, d2.max) == (1, (0, 0, 1), 3.0, 3.0)
+    assert d2.start_time_unix_nano >= d1.time_unix_nano  # each delta starts where the last ended
+    assert c.start_time_unix_nano <= d1.start_time_unix_nano
+    assert second_delta.data.aggregation_temporality is AggregationTemporality.DELTA  # type: ignore[union-attr]
+    assert empty_delta is None
+
+
+def test_the_prometheus_reader_renders_the_produced_histogram_beside_sdk_metrics() -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    resource = Resource.create({"service.name": "t"})
+    histogram = request_duration_histogram()
+    reader = ProducingPrometheusReader(registry, [histogram], resource)
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    # An SDK instrument in the same scope: the two must share one scope, not replace it.
+    provider.get_meter("aiva.http", histogram.scope.version).create_counter("c").add(1)
+    histogram.record("k", {**GET_200, "http.route": "/items/{id}"}, 0.02)
+    histogram.record("k", {**GET_200, "http.route": "/items/{id}"}, 0.3)
+
+    text = generate_latest(registry).decode()
+    provider.shutdown()
+
+    bucket = 'http_server_request_duration_seconds_bucket{http_request_method="GET"'
+    lines = [line for line in text.splitlines() if line.startswith(bucket)]
+    assert any('http_route="/items/{id}"' in line and 'le="0.025"' in line for line in lines)
+    counts = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+    assert counts["0.01"] == 0 and counts["0.025"] == 1 and counts["0.5"] == 2
+    assert counts["+Inf"] == 2
+    assert "http_server_request_duration_seconds_count" in text
+    assert "c_total" in text
+
+
+class _Keeping(MetricExporter):
+    """Keeps what it is given: the periodic reader's seam, checked without a network."""
+
+    def __init__(self, temporality: AggregationTemporality) -> None:
+        super().__init__(preferred_temporality={SdkHistogram: temporality})
+        self.batches: list[MetricsData] = []
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        self.batches.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("temporality", "second_count"),
+    [(AggregationTemporality.CUMULATIVE, 3), (AggregationTemporality.DELTA, 1)],
+)
+def test_the_periodic_reader_follows_its_exporters_temporality(
+    temporality: AggregationTemporality, second_count: int
+) -> None:
+    exporter = _Keeping(temporality)
+    resource = Resource.create({"service.name": "t"})
+    histogram = request_duration_histogram()
+    reader = ProducingPeriodicReader(
+        exporter, [histogram], resource, export_interval_millis=3_600_000
+    )
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    provider.get_meter("other").create_counter("c").add(1)
+    histogram.record("k", GET_200, 0.1)
+    histogram.record("k", GET_200, 0.2)
+    reader.collect()
+    histogram.record("k", GET_200, 0.3)
+    reader.collect()
+    provider.shutdown()
+
+    first, second = (
+        _points(batch, "http.server.request.duration") for batch in exporter.batches[:2]
+    )
+    assert [p.count for p in first] == [2]
+    assert [p.count for p in second] == [second_count]
+    [resource_metrics] = exporter.batches[0].resource_metrics
+    assert resource_metrics.resource is resource
