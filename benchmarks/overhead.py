@@ -64,6 +64,7 @@ class BenchConfig:
     spans_per_request: int = 0  # spans one sampled request of the route creates
     logs_per_request: int = 0  # log records one request sends to OTLP
     prometheus: bool = False
+    default: bool = True  # run without --only; the layer_* breakdown runs on --breakdown
 
 
 def _stock_env(ratio: float = 1.0) -> dict[str, str]:
@@ -79,17 +80,26 @@ def _aiva_env(
     metrics: bool = False,
     logs: bool = False,
     instrumentation: str = "aiva",
+    *,
+    telemetry: bool = True,
+    access_line: bool | None = None,
 ) -> dict[str, str]:
-    """AIVA_* variables for one aiva configuration (OTLP endpoint and config dir added per run)."""
+    """AIVA_* variables for one aiva configuration (OTLP endpoint and config dir added per run).
+
+    `access_line` (default: as `logs`) sets the level to INFO, so the access line is
+    written to the console; `logs` also sends it over OTLP.
+    """
     flag = {True: "true", False: "false"}
+    info = logs if access_line is None else access_line
     return {
+        "AIVA_TELEMETRY__ENABLED": flag[telemetry],
         "AIVA_TELEMETRY__TRACES__ENABLED": "true",
         "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": str(ratio),
         "AIVA_TELEMETRY__METRICS__ENABLED": flag[metrics],
         "AIVA_TELEMETRY__METRICS__PROMETHEUS__ENABLED": flag[metrics],
         "AIVA_TELEMETRY__LOGS__OTLP": flag[logs],
         # Without the per-request INFO log, INFO would still print one access line a request.
-        "AIVA_TELEMETRY__LOGS__LEVEL": "INFO" if logs else "WARNING",
+        "AIVA_TELEMETRY__LOGS__LEVEL": "INFO" if info else "WARNING",
         "AIVA_TELEMETRY__INSTRUMENTATION": instrumentation,
     }
 
@@ -136,6 +146,22 @@ CONFIGS: tuple[BenchConfig, ...] = (
         env=_aiva_env(metrics=True, logs=True), spans_per_request=1, logs_per_request=1,
         prometheus=True,
     ),
+    # The breakdown (--breakdown): aiva_full_01 built up one layer at a time; aiva_full_01
+    # is layer_console_01 + the same line as an OTLP log record.
+    BenchConfig(
+        "layer_app", "aiva's app and middleware, telemetry off, no access line",
+        env=_aiva_env(telemetry=False), default=False,
+    ),
+    BenchConfig(
+        "layer_traces_metrics_01", "layer_app + traces at ratio 0.1 + metrics (Prometheus, OTLP)",
+        env=_aiva_env(0.1, metrics=True), sampler_ratio=0.1, spans_per_request=1,
+        prometheus=True, default=False,
+    ),
+    BenchConfig(
+        "layer_console_01", "layer_traces_metrics_01 + the JSON access line on the console",
+        env=_aiva_env(0.1, metrics=True, access_line=True), sampler_ratio=0.1,
+        spans_per_request=1, prometheus=True, default=False,
+    ),
     BenchConfig(
         "aiva_full_01", "aiva full pipeline at sampler ratio 0.1",
         env=_aiva_env(0.1, metrics=True, logs=True), sampler_ratio=0.1, spans_per_request=1,
@@ -147,6 +173,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
         spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
     ),
 )  # fmt: skip
+BREAKDOWN = ("layer_app", "layer_traces_metrics_01", "layer_console_01", "aiva_full_01")
 BY_NAME = {c.name: c for c in CONFIGS}
 
 
@@ -371,6 +398,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="configurations: " + ", ".join(c.name for c in CONFIGS),
     )
     parser.add_argument("--only", help="comma-separated configurations (bare is always added)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="aiva_full_01 one layer at a time: " + ", ".join(BREAKDOWN),
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument(
         "--duration", type=int, default=5, help="measured seconds per run (default 5)"
@@ -388,6 +420,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         opts.rounds, opts.duration = 1, 2
     if min(opts.rounds, opts.duration, opts.warmup, opts.connections) < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
+    if opts.breakdown:
+        if opts.only:
+            parser.error("--breakdown and --only choose configurations: give one of them")
+        opts.only = ",".join(BREAKDOWN)
     opts.configs = select(parser, opts.only)
     return opts
 
@@ -395,7 +431,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def select(parser: argparse.ArgumentParser, only: str | None) -> list[BenchConfig]:
     """The chosen configurations in catalogue order, bare first."""
     if not only:
-        return list(CONFIGS)
+        return [c for c in CONFIGS if c.default]
     names = {n.strip() for n in only.split(",") if n.strip()}
     unknown = sorted(names - BY_NAME.keys())
     if unknown:

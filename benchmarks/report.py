@@ -111,7 +111,7 @@ def summarize(
 # --- the table ---------------------------------------------------------------------------------
 
 COLUMNS = (
-    ("config", "<18"), ("req/s", ">8"), ("x bare", ">6"), ("p50 ms", ">7"), ("p99 ms", ">7"),
+    ("config", "<23"), ("req/s", ">8"), ("x bare", ">6"), ("p50 ms", ">7"), ("p99 ms", ">7"),
     ("RSS MiB", ">7"), ("CPU us/req", ">10"), ("+CPU us/req", ">11"),
     ("spans sent/recv", ">17"), ("lost", ">5"), ("logs sent/recv", ">15"), ("lost", ">5"),
 )  # fmt: skip

@@ -121,6 +121,9 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
     return request
 
 
+_NOTHING = object()
+
+
 class _Groups:
     """Resource → scope → records, in first-seen order, as the SDK's encoders group them."""
 
@@ -128,8 +131,18 @@ class _Groups:
         self._resources = resources
         self._scope_field = scope_field
         self._by_resource: dict[Hashable, tuple[Any, dict[Hashable, Any]]] = {}
+        self._last: tuple[Any, Any, Any] = (_NOTHING, _NOTHING, None)
 
     def scope_for(self, resource: Any, scope: Any) -> Any:
+        # A batch is nearly always one resource and a few scopes, the same objects again
+        # and again: identity first, the dicts (hashing both) only on a change.
+        if resource is self._last[0] and scope is self._last[1]:
+            return self._last[2]
+        encoded_scope = self._lookup(resource, scope)
+        self._last = (resource, scope, encoded_scope)
+        return encoded_scope
+
+    def _lookup(self, resource: Any, scope: Any) -> Any:
         entry = self._by_resource.get(resource)
         if entry is None:
             encoded = self._resources.add()
@@ -161,8 +174,17 @@ def _add_attributes(target: Any, attributes: Mapping[str, Any] | None) -> None:
     for key, value in attributes.items():
         pair = target.add()
         pair.key = key
+        kind = type(value)
         try:
-            _set_value(pair.value, value)
+            # The common kinds inline (a call a value costs more than setting it).
+            if kind is str:
+                pair.value.string_value = value
+            elif kind is int:
+                pair.value.int_value = value
+            elif kind is float:
+                pair.value.double_value = value
+            else:
+                _set_value(pair.value, value)
         except Exception:
             # As the SDK's encoder does: one value it cannot encode costs that key, not
             # the batch (the SDK raises a bare Exception for an unknown type).
