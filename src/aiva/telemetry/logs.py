@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -81,6 +82,53 @@ def attach_fields(record: logging.LogRecord, extras: dict[str, Any]) -> None:
     fields = _context_fields()
     fields.update(extras)
     record.__dict__[_FIELDS_ATTR] = fields
+
+
+class CallSiteRecords:
+    """LogRecords for one fixed call site, copied from a record made there once.
+
+    Written by hand for the access line, made once a request from one place:
+    LogRecord.__init__ redoes, for every record, work whose result never changes at a
+    fixed call site (the path split into file name and module, the process name, the
+    multiprocessing lookup), more than half of its 2.5 µs. This copies the first record
+    made and sets what differs: the level, the message, the time and the thread. With
+    a custom LogRecord factory installed, records are made by it, as usual.
+    """
+
+    def __init__(self, logger: logging.Logger, pathname: str, func: str) -> None:
+        self._logger = logger
+        self._pathname = pathname
+        self._func = func
+        self._template: dict[str, Any] | None = None
+
+    def make(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
+        if logging.getLogRecordFactory() is not logging.LogRecord:
+            return self._made(level, msg, args)
+        template = self._template
+        if template is None:
+            self._template = vars(self._made(level, msg, args)).copy()
+            return self._made(level, msg, args)
+        record: logging.LogRecord = object.__new__(logging.LogRecord)
+        fields = record.__dict__
+        fields.update(template)
+        now = time.time()
+        fields["created"] = now
+        fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes it
+        fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+        fields["msg"] = msg
+        fields["args"] = args
+        fields["levelno"] = level
+        fields["levelname"] = logging.getLevelName(level)
+        if template["thread"] is not None:
+            thread = threading.get_ident()
+            if thread != template["thread"]:
+                fields["thread"] = thread
+                fields["threadName"] = threading.current_thread().name
+        return record
+
+    def _made(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
+        logger = self._logger
+        return logger.makeRecord(logger.name, level, self._pathname, 0, msg, args, None, self._func)
 
 
 def _context_fields() -> dict[str, Any]:

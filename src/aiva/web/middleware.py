@@ -12,14 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
-from aiva.telemetry.logs import attach_fields
+from aiva.telemetry.logs import CallSiteRecords, attach_fields
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only when it is short and plain, so it is safe in logs and headers.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
-
-access_logger = logging.getLogger("aiva.access")
 
 
 def request_id_from(value: bytes | None) -> str:
@@ -39,6 +37,7 @@ class RequestMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +85,7 @@ class RequestMiddleware:
             seconds = time.perf_counter() - started
             route = route_template(scope)
             # Logged while the span is still current, so the line carries its trace id.
-            _log_access(method, route, status, seconds, quiet)
+            self.access_log.write(method, route, status, seconds, quiet)
             if http is not None:
                 http.active[active_key] -= 1
                 http.record(method, active_key[1], route, status, seconds)
@@ -95,22 +94,26 @@ class RequestMiddleware:
             request_id_var.reset(request_token)
 
 
-def _log_access(method: str, route: str | None, status: int, seconds: float, quiet: bool) -> None:
-    # Probe and metrics requests are logged at DEBUG: a kubelet probing every few
-    # seconds must not drown the access log.
-    level = logging.DEBUG if quiet and status < 500 else logging.INFO
-    if access_logger.isEnabledFor(level):
-        # makeRecord + handle: Logger.log would walk the stack for a caller that is
-        # always this function, once a request.
-        record = access_logger.makeRecord(
-            access_logger.name,
-            level,
-            __file__,
-            0,
-            "%s %s %d",
-            (method, route or "(unmatched)", status),
-            None,
-        )
+class AccessLog:
+    """The access line: one `aiva.access` record a request, at INFO.
+
+    Probe and metrics requests are logged at DEBUG: a kubelet probing every few
+    seconds must not drown the access log.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("aiva.access")
+        # Made here rather than by Logger.log, which would walk the stack for a caller
+        # that is always this method.
+        self._records = CallSiteRecords(self._logger, __file__, "write")
+
+    def write(
+        self, method: str, route: str | None, status: int, seconds: float, quiet: bool
+    ) -> None:
+        level = logging.DEBUG if quiet and status < 500 else logging.INFO
+        if not self._logger.isEnabledFor(level):
+            return
+        record = self._records.make(level, "%s %s %d", (method, route or "(unmatched)", status))
         attach_fields(
             record,
             {
@@ -120,4 +123,4 @@ def _log_access(method: str, route: str | None, status: int, seconds: float, qui
                 "duration_ms": round(seconds * 1000, 3),
             },
         )
-        access_logger.handle(record)
+        self._logger.handle(record)
