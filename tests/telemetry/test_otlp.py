@@ -18,6 +18,7 @@ from infra.ports import free_port
 from infra.processes import ManagedProcess
 from infra.rotel import Rotel
 from infra.service import REPO_ROOT, AivaService, service_env
+from tests.apps.mounted_service import MOUNTED_TEMPLATE
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
@@ -225,6 +226,54 @@ def test_one_server_span_when_the_stack_is_instrumented_twice(
         # aiva's middleware wraps the whole stack, so it makes the one span: the contrib
         # middleware is taken out, Starlette's own sees the shared scope flag and stands by.
         assert {s["scope"] for s in collector.spans() if s["kind"] == "SERVER"} == {"aiva.http"}
+    finally:
+        process.stop(15)
+
+
+def test_routes_under_mounts_keep_their_full_template(
+    rotel: Callable[[], Rotel], tmp_path: Path
+) -> None:
+    # Span names, span and metric attributes, and the /metrics labels all carry the
+    # template with every Mount prefix, never the raw path.
+    collector = rotel()
+    port = free_port()
+    env = service_env({**otlp_env(collector, "grpc"), "AIVA_SERVER__PORT": str(port)}, tmp_path)
+    env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
+    process = ManagedProcess(
+        argv=[sys.executable, "-m", "tests.apps.mounted_service"],
+        log_path=tmp_path / "service.log",
+        env=env,
+        cwd=tmp_path,
+        name="mounted-service",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(url + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    process.start(ready, 30)
+    try:
+        for order_id in ("17", "18"):
+            response = httpx.get(f"{url}/api/v1/orders/{order_id}", timeout=5)
+            assert response.json() == {"order": order_id}
+        metrics_text = httpx.get(url + "/metrics", timeout=5).text
+        spans = collector.wait_for_spans(lambda s: s["name"] == f"GET {MOUNTED_TEMPLATE}", 2)
+        assert {s["attributes"]["http.route"] for s in spans} == {MOUNTED_TEMPLATE}
+        assert {s["attributes"]["url.path"] for s in spans} == {
+            "/api/v1/orders/17",
+            "/api/v1/orders/18",
+        }
+        series = [
+            line
+            for line in metrics_text.splitlines()
+            if line.startswith("http_server_request_duration_seconds_count{") and "/orders/" in line
+        ]
+        assert len(series) == 1, series
+        assert f'http_route="{MOUNTED_TEMPLATE}"' in series[0]
+        assert series[0].rsplit(" ", 1)[1] == "2.0"
     finally:
         process.stop(15)
 
