@@ -35,7 +35,7 @@ def test_start_up_leaves_its_heap_frozen_and_serves() -> None:
             time.sleep(0.05)
         assert server.started
         assert gc.get_freeze_count() > 0, "start-up did not freeze its heap within 10 s"
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "hello"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5, trust_env=False).text == "hello"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import socket
@@ -12,6 +11,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from aiva.heap import freeze_long_lived
 from aiva.settings import LoadedSettings
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,16 @@ def run(loaded: LoadedSettings, app: ASGIApp | None = None) -> None:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the app the moment shutdown starts, and keeping what
-    start-up built out of the garbage collector's way.
+    start-up built out of the garbage collector's way (aiva.heap).
 
     uvicorn ends the lifespan only after in-flight requests finish; readiness must
-    turn 503 before that, as soon as the signal arrives.
+    turn 503 before that, as soon as the signal arrives. With several workers uvicorn
+    runs its own server class in each: neither happens there (yet).
     """
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        freeze_startup_heap()
+        freeze_long_lived()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(getattr(self, "lifespan", None), "state", {})
@@ -66,21 +67,6 @@ class _Server(uvicorn.Server):
         if aiva_state is not None:
             aiva_state.health.draining = True
         super().handle_exit(sig, frame)
-
-
-def freeze_startup_heap() -> None:
-    """Collect once, then move every object start-up left (modules, settings, providers,
-    all living as long as the process) to the collector's permanent generation.
-
-    Telemetry waiting in the batch queues lives long enough to reach the oldest
-    generation, and so triggers full collections under load; each one walked this
-    whole start-up heap: about 50 ms a collection here (a p99 spike), 2-3 µs a request
-    averaged (benchmarks/README.md). Frozen objects are still freed when no longer
-    referenced; only reference cycles among them would stay, and they live for the
-    process anyway.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class _exit_cleanly_after_shutdown:

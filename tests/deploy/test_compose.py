@@ -117,8 +117,7 @@ def compose_seconds(duration: str) -> float:
 def interpolated(environment: dict[str, Any]) -> dict[str, str]:
     """The service's environment as Compose passes it, `${VAR:-default}` taking its default."""
     return {
-        key: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
-        for key, value in environment.items()
+        key: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)) for key, value in environment.items()
     }
 
 

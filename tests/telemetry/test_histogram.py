@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -17,15 +18,21 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
+from aiva.settings import Settings, load_settings
+from aiva.telemetry.exporters import ExportStats
 from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.metrics import (
     DURATION_BUCKETS_S,
     ProducingPeriodicReader,
     ProducingPrometheusReader,
+    build_metrics,
     request_duration_histogram,
 )
+from aiva.telemetry.resource import build_resource
 
 GET_200 = {"http.request.method": "GET", "http.response.status_code": 200, "url.scheme": "http"}
 POST_500 = {
@@ -101,6 +108,7 @@ def test_each_reader_sees_every_measurement_in_its_own_temporality() -> None:
     histogram.record("k", GET_200, 0.5)
     histogram.record("k", GET_200, 1.5)
     first_delta = histogram.collect("delta")
+    time.sleep(0.002)  # a later first measurement must not move the next delta's start
     histogram.record("k", GET_200, 3.0)
     cumulative = histogram.collect("cumulative")
     second_delta = histogram.collect("delta")
@@ -113,7 +121,7 @@ def test_each_reader_sees_every_measurement_in_its_own_temporality() -> None:
     assert (d1.count, tuple(d1.bucket_counts), d1.min, d1.max) == (2, (1, 1, 0), 0.5, 1.5)
     assert (c.count, tuple(c.bucket_counts), c.min, c.max) == (3, (1, 1, 1), 0.5, 3.0)
     assert (d2.count, tuple(d2.bucket_counts), d2.min, d2.max) == (1, (0, 0, 1), 3.0, 3.0)
-    assert d2.start_time_unix_nano >= d1.time_unix_nano  # each delta starts where the last ended
+    assert d2.start_time_unix_nano == d1.time_unix_nano  # each delta starts where the last ended
     assert c.start_time_unix_nano <= d1.start_time_unix_nano
     assert second_delta.data.aggregation_temporality is AggregationTemporality.DELTA  # type: ignore[union-attr]
     assert empty_delta is None
@@ -192,3 +200,42 @@ def test_the_periodic_reader_follows_its_exporters_temporality(
     assert [p.count for p in second] == [second_count]
     [resource_metrics] = exporter.batches[0].resource_metrics
     assert resource_metrics.resource is resource
+
+
+def _settings(**environ: str) -> Settings:
+    return load_settings(environ, config_dir="/nonexistent").settings
+
+
+def test_build_metrics_reports_the_duration_with_nothing_else_recorded() -> None:
+    # The readers add aiva's histogram to the SDK's collection, which the SDK only hands
+    # over when it has something: the self-metrics, observed from start-up, see to it.
+    settings = _settings()
+    built = build_metrics(settings, build_resource(settings), ExportStats())
+    assert built.request_duration is not None
+    built.request_duration.record("k", {**GET_200, "http.route": "/x"}, 0.2)
+    text = generate_latest(built.registry).decode()
+    built.provider.shutdown()
+    assert 'http_server_request_duration_seconds_count{http_request_method="GET"' in text
+
+
+def test_an_exponential_histogram_preference_leaves_the_duration_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        "base2_exponential_bucket_histogram",
+    )
+    settings = _settings(
+        AIVA_TELEMETRY__OTLP__ENDPOINT="http://127.0.0.1:9", AIVA_TELEMETRY__OTLP__TIMEOUT_S="1"
+    )
+    built = build_metrics(settings, build_resource(settings), ExportStats())
+    built.provider.shutdown()
+    assert built.request_duration is None
+
+    reader = InMemoryMetricReader()
+    http = HttpTelemetry(
+        NoOpTracerProvider(), MeterProvider(metric_readers=[reader]), [], built.request_duration
+    )
+    http.record("GET", "http", "/items/{id}", 200, 0.05)
+    [point] = _points(reader.get_metrics_data(), "http.server.request.duration")
+    assert point.count == 1 and point.attributes["http.route"] == "/items/{id}"

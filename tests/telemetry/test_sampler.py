@@ -64,3 +64,11 @@ def test_the_ratio_changes_while_running() -> None:
     assert sampler.ratio == 1.0
     assert sampled() == len(trace_ids)
     assert "1.0" in sampler.get_description()
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.5])
+def test_a_ratio_outside_0_to_1_is_refused(ratio: float) -> None:
+    with pytest.raises(ValueError, match="within"):
+        AdjustableRatioSampler(ratio)
+    with pytest.raises(ValueError, match="within"):
+        AdjustableRatioSampler(0.5).set_ratio(ratio)

@@ -72,7 +72,13 @@ class _DeltaState:
 
     def __init__(self, start_ns: int) -> None:
         self.series: dict[Hashable, _Series] = {}
+        self.seen: set[Hashable] = set()  # reported before: their points start at since_ns
         self.since_ns = start_ns
+
+    def start_of(self, key: Hashable, series: _Series) -> int:
+        """As the SDK's delta points: from the last collection, or from the first
+        measurement for a series new since then."""
+        return self.since_ns if key in self.seen else max(self.since_ns, series.start_ns)
 
 
 class ProducedHistogram:
@@ -136,9 +142,10 @@ class ProducedHistogram:
                 temporality = AggregationTemporality.CUMULATIVE
             else:
                 points = [
-                    s.point(max(delta.since_ns, s.start_ns), now_ns, self._bounds)
-                    for s in delta.series.values()
+                    s.point(delta.start_of(key, s), now_ns, self._bounds)
+                    for key, s in delta.series.items()
                 ]
+                delta.seen.update(delta.series)
                 delta.series = {}
                 delta.since_ns = now_ns
                 temporality = AggregationTemporality.DELTA

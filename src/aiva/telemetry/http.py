@@ -10,16 +10,17 @@ requests beyond the sampling decision.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aiva import __version__
 from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.metrics import DURATION_BUCKETS_S
 
 # The HTTP semantic conventions: any other method is reported as _OTHER, so a
 # scanner sending random methods cannot grow the series count.
@@ -45,13 +46,26 @@ class HttpTelemetry:
     ) -> None:
         """`instrumented=False` leaves spans and metrics to another instrumentation (stock).
 
-        `request_duration` is `http.server.request.duration`, aggregated by aiva and
-        collected by the provider's readers; None when metrics are off.
+        `request_duration` is `http.server.request.duration` aggregated by aiva and
+        collected by the provider's readers; without it, the duration is recorded
+        through an SDK histogram of `meter_provider` (none when that is a no-op one).
         """
         self.tracer = tracer_provider.get_tracer("aiva.http", __version__)
         self.make_spans = instrumented and not isinstance(tracer_provider, trace.NoOpTracerProvider)
-        self.duration = request_duration if instrumented else None
         meter = meter_provider.get_meter("aiva.http", __version__)
+        self._record_duration: Callable[[Hashable, dict[str, Any], float], None] | None = None
+        if instrumented and request_duration is not None:
+            self._record_duration = request_duration.record
+        elif instrumented and not isinstance(meter_provider, NoOpMeterProvider):
+            histogram = meter.create_histogram(
+                "http.server.request.duration",
+                unit="s",
+                description="Duration of HTTP server requests.",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
+            )
+            self._record_duration = lambda _key, attributes, value: histogram.record(
+                value, attributes
+            )
         # An observable instrument over a plain Counter: two dict updates a request
         # instead of two SDK measurements; the callback runs on the SDK's thread and
         # only reads a snapshot.
@@ -118,9 +132,9 @@ class HttpTelemetry:
     def record(
         self, method: str, scheme: str, route: str | None, status: int, seconds: float
     ) -> None:
-        if self.duration is not None:
+        if self._record_duration is not None:
             key = (method, route, status, scheme)
-            self.duration.record(key, self._metric_attributes(key), seconds)
+            self._record_duration(key, self._metric_attributes(key), seconds)
 
     def _metric_attributes(self, key: tuple[str, str | None, int, str]) -> dict[str, Any]:
         # Attribute sets repeat: cache one dict per (method, route, status, scheme). The

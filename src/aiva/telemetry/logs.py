@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 import threading
 import time
 import traceback
@@ -72,42 +73,30 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-def attach_fields(record: logging.LogRecord, extras: dict[str, Any]) -> None:
-    """Give a record made by aiva its extras, as `extra=` would, with its fields known.
-
-    For the access line, made once a request: record_fields then needs no walk over
-    the record's twenty-odd standard attributes to find the extras.
-    """
-    record.__dict__.update(extras)
-    fields = _context_fields()
-    fields.update(extras)
-    record.__dict__[_FIELDS_ATTR] = fields
-
-
 class CallSiteRecords:
     """LogRecords for one fixed call site, copied from a record made there once.
 
     Written by hand for the access line, made once a request from one place:
     LogRecord.__init__ redoes, for every record, work whose result never changes at a
     fixed call site (the path split into file name and module, the process name, the
-    multiprocessing lookup), more than half of its 2.5 µs. This copies the first record
-    made and sets what differs: the level, the message, the time and the thread. With
-    a custom LogRecord factory installed, records are made by it, as usual.
+    multiprocessing lookup), more than half of its 2.5 µs. This copies a record made
+    there and sets what differs: the level, the message, the time, the thread and (from
+    Python 3.12) the task. Records are made the usual way while a custom LogRecord
+    factory or Logger.makeRecord is installed, and the copy is made again when the
+    logging module's logThreads/logProcesses/logMultiprocessing switches change.
     """
 
     def __init__(self, logger: logging.Logger, pathname: str, func: str) -> None:
         self._logger = logger
         self._pathname = pathname
         self._func = func
-        self._template: dict[str, Any] | None = None
+        self._template: dict[str, Any] = {}
+        self._switches: tuple[object, ...] = ()
 
     def make(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
-        if logging.getLogRecordFactory() is not logging.LogRecord:
+        if not self._copyable():
             return self._made(level, msg, args)
         template = self._template
-        if template is None:
-            self._template = vars(self._made(level, msg, args)).copy()
-            return self._made(level, msg, args)
         record: logging.LogRecord = object.__new__(logging.LogRecord)
         fields = record.__dict__
         fields.update(template)
@@ -120,15 +109,51 @@ class CallSiteRecords:
         fields["levelno"] = level
         fields["levelname"] = logging.getLevelName(level)
         if template["thread"] is not None:
-            thread = threading.get_ident()
-            if thread != template["thread"]:
-                fields["thread"] = thread
-                fields["threadName"] = threading.current_thread().name
+            fields["thread"] = threading.get_ident()
+            fields["threadName"] = threading.current_thread().name
+        if "taskName" in template:
+            fields["taskName"] = _task_name()
         return record
+
+    def _copyable(self) -> bool:
+        """Whether copying gives what makeRecord would; (re)makes the copy when needed."""
+        if logging.getLogRecordFactory() is not logging.LogRecord:
+            return False
+        if type(self._logger).makeRecord is not logging.Logger.makeRecord:
+            return False
+        switches = _record_switches()
+        if switches != self._switches:
+            self._template = vars(self._made(logging.INFO, "", ())).copy()
+            self._switches = switches
+        return True
 
     def _made(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
         logger = self._logger
         return logger.makeRecord(logger.name, level, self._pathname, 0, msg, args, None, self._func)
+
+
+def _record_switches() -> tuple[object, ...]:
+    """The logging module's switches for what a LogRecord carries."""
+    return (
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+        getattr(logging, "logAsyncioTasks", None),  # Python 3.12+
+    )
+
+
+def _task_name() -> str | None:
+    # As LogRecord.__init__ finds it on Python 3.12+.
+    if not getattr(logging, "logAsyncioTasks", False):
+        return None
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop
+        return None
+    return task.get_name() if task is not None else None
 
 
 def _context_fields() -> dict[str, Any]:
@@ -157,15 +182,35 @@ class _Timestamps:
         return f"{prefix}.{int((created - second) * 1000):03d}Z"
 
 
-_fallback_encode = json.JSONEncoder(default=str).encode
+def _like_json(value: Any) -> Any:
+    """What `json.dumps(default=str)` writes for what orjson leaves to its default:
+    float subclasses (numpy's) as numbers, tuple subclasses (named tuples) as arrays,
+    dataclasses, datetimes and everything else unknown as their str()."""
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+# orjson writes the same values as the stdlib encoder with default=str, with three
+# differences: NaN and infinities become null (valid JSON, where json writes NaN),
+# a plain Enum member is written as its value (json writes str(member)), and text
+# is written as UTF-8 rather than \u escapes.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+_fallback_encode = json.JSONEncoder(
+    default=_like_json, separators=(",", ":"), ensure_ascii=False
+).encode
 
 
 def _json_line(entry: dict[str, Any]) -> str:
     try:
-        return orjson.dumps(entry, default=str).decode()
+        return orjson.dumps(entry, default=_like_json, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        # What orjson refuses (an int over 64 bits, a non-str key): the stdlib encoder,
-        # everything unknown as its str().
+        # What orjson refuses (an int over 64 bits, nesting past its limit): the stdlib
+        # encoder, written the same way.
         return _fallback_encode(entry)
 
 

@@ -19,6 +19,10 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
     ScopeMetrics,
 )
+from opentelemetry.sdk.metrics.view import (
+    DefaultAggregation,
+    ExplicitBucketHistogramAggregation,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
@@ -41,7 +45,7 @@ class Metrics:
 
     provider: MeterProvider
     registry: CollectorRegistry
-    request_duration: ProducedHistogram
+    request_duration: ProducedHistogram | None  # None: recorded through the SDK instead
 
 
 def request_duration_histogram() -> ProducedHistogram:
@@ -57,17 +61,27 @@ def request_duration_histogram() -> ProducedHistogram:
 def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) -> Metrics:
     """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set."""
     registry = CollectorRegistry(auto_describe=True)
-    request_duration = request_duration_histogram()
-    producers = (request_duration,)
+    otlp = settings.telemetry.otlp
+    exporter = (
+        CountingMetricExporter(otlp_exporter(otlp, "metrics"), stats) if otlp.endpoint else None
+    )
+    # aiva aggregates explicit buckets only: when the OTLP exporter asks for another
+    # histogram aggregation (OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=
+    # base2_exponential_bucket_histogram), the request duration goes through the SDK.
+    request_duration = (
+        request_duration_histogram()
+        if exporter is None or takes_explicit_buckets(exporter)
+        else None
+    )
+    producers = (request_duration,) if request_duration is not None else ()
     readers: list[MetricReader] = []
     metrics = settings.telemetry.metrics
     if metrics.prometheus.enabled:
         readers.append(ProducingPrometheusReader(registry, producers, resource))
-    otlp = settings.telemetry.otlp
-    if otlp.endpoint:
+    if exporter is not None:
         readers.append(
             ProducingPeriodicReader(
-                CountingMetricExporter(otlp_exporter(otlp, "metrics"), stats),
+                exporter,
                 producers,
                 resource,
                 export_interval_millis=metrics.export_interval_s * 1000,
@@ -86,11 +100,20 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
     return Metrics(provider, registry, request_duration)
 
 
+def takes_explicit_buckets(exporter: MetricExporter) -> bool:
+    """Whether the exporter wants histograms as explicit buckets (the SDK's default)."""
+    preferred = (exporter._preferred_aggregation or {}).get(SdkHistogram)
+    return preferred is None or isinstance(
+        preferred, ExplicitBucketHistogramAggregation | DefaultAggregation
+    )
+
+
 # The OpenTelemetry specification's MetricProducer (a source of pre-aggregated metrics
 # a reader adds to each collection) is missing from the Python SDK; these two readers
 # take producers and add their metrics in `_receive_metrics`, the method every reader
 # implements to receive a collection. The SDK calls it only when its own instruments
-# gave something; with metrics on, `process.uptime` (aiva.telemetry.system) always does.
+# gave something: build_metrics registers aiva.telemetry.*, observed from start-up
+# (at 0), so with its provider every collection has something.
 
 
 class ProducingPrometheusReader(PrometheusMetricReader):

@@ -26,7 +26,7 @@ class AdjustableRatioSampler(Sampler):
     change while the service runs (hot reload).
 
     One sampler rather than the SDK's pair: the parent is looked up once instead of
-    three times, and a dropped root span (nine in ten at ratio 0.1) reuses one result
+    twice, and a dropped root span (nine in ten at ratio 0.1) reuses one result
     instead of building its own. The decisions are the SDK's, and a test compares them:
     a valid parent's sampled flag decides (ParentBased's defaults), and without one the
     trace id's low 64 bits are compared with the ratio's bound (TraceIdRatioBased).
@@ -35,14 +35,14 @@ class AdjustableRatioSampler(Sampler):
     """
 
     def __init__(self, ratio: float) -> None:
-        self._rule = (ratio, TraceIdRatioBased.get_bound_for_rate(ratio))
+        self._rule = _rule(ratio)
 
     @property
     def ratio(self) -> float:
         return self._rule[0]
 
     def set_ratio(self, ratio: float) -> None:
-        self._rule = (ratio, TraceIdRatioBased.get_bound_for_rate(ratio))
+        self._rule = _rule(ratio)
 
     def should_sample(
         self,
@@ -70,6 +70,12 @@ class AdjustableRatioSampler(Sampler):
 
 
 _DROP = SamplingResult(Decision.DROP, None, None)
+
+
+def _rule(ratio: float) -> tuple[float, int]:
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"sampler ratio must be within [0, 1], got {ratio}")
+    return ratio, TraceIdRatioBased.get_bound_for_rate(ratio)
 
 
 def build_tracer_provider(

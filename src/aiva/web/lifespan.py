@@ -18,6 +18,7 @@ from aiva import __version__
 from aiva.health.instruments import check_duration_histogram, register_gauges
 from aiva.health.registry import CustomCheck, build_checks
 from aiva.health.runner import HealthRunner
+from aiva.heap import refreeze_if_frozen
 from aiva.settings import LoadedSettings, Settings
 from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.logs import set_level
@@ -83,6 +84,7 @@ def make_applier(
         if telemetry.sampler is not None:
             telemetry.sampler.set_ratio(new.telemetry.traces.sampler_ratio)
         health.configure(new.health, build_checks(new, telemetry.stats, custom))
+        refreeze_if_frozen()  # the replaced settings and checks may sit in frozen cycles
 
     return apply
 

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
-from aiva.telemetry.logs import CallSiteRecords, attach_fields
+from aiva.telemetry.logs import CallSiteRecords
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -114,13 +114,11 @@ class AccessLog:
         if not self._logger.isEnabledFor(level):
             return
         record = self._records.make(level, "%s %s %d", (method, route or "(unmatched)", status))
-        attach_fields(
-            record,
-            {
-                "http_method": method,
-                "http_route": route,
-                "status_code": status,
-                "duration_ms": round(seconds * 1000, 3),
-            },
+        # As `extra=` would set them (the formatters find them as the record's extras).
+        record.__dict__.update(
+            http_method=method,
+            http_route=route,
+            status_code=status,
+            duration_ms=round(seconds * 1000, 3),
         )
         self._logger.handle(record)
