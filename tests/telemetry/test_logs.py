@@ -9,12 +9,9 @@ import decimal
 import enum
 import json
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry._logs import LogRecord as OtelLogRecord
@@ -26,7 +23,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from aiva.telemetry.logs import (
-    CallSiteRecords,
     JsonFormatter,
     OtlpLogHandler,
     OtlpLogs,
@@ -194,54 +190,6 @@ def test_otlp_handler_leaves_oversized_records_to_the_sdk_limits() -> None:
     assert len(queued.log_record.attributes or {}) == 128
     assert queued.dropped_attributes == 72
     provider.shutdown()
-
-
-def _made_normally(level: int, args: tuple[object, ...]) -> logging.LogRecord:
-    logger = logging.getLogger("aiva.access")
-    return logger.makeRecord(logger.name, level, __file__, 0, "%s %s %d", args, None, "site")
-
-
-def test_call_site_records_equal_normally_made_ones_but_for_the_time() -> None:
-    records = CallSiteRecords(logging.getLogger("aiva.access"), __file__, "site")
-    first = records.make(logging.INFO, "%s %s %d", ("GET", "/a", 200))
-    time.sleep(0.01)
-    copied = records.make(logging.DEBUG, "%s %s %d", ("POST", "/b", 500))
-    expected = _made_normally(logging.DEBUG, ("POST", "/b", 500))
-    timing = {"created", "msecs", "relativeCreated"}
-    assert {k: v for k, v in vars(copied).items() if k not in timing} == {
-        k: v for k, v in vars(expected).items() if k not in timing
-    }
-    assert copied.getMessage() == "POST /b 500" and first.getMessage() == "GET /a 200"
-    assert first.created < copied.created <= expected.created
-    assert copied.relativeCreated == pytest.approx(expected.relativeCreated, abs=200)
-    assert 0 <= copied.msecs < 1000
-    assert copied.msecs == int((copied.created - int(copied.created)) * 1000)
-
-    other: list[logging.LogRecord] = []  # made on another thread: that thread's id and name
-    thread = threading.Thread(
-        target=lambda: other.append(records.make(logging.INFO, "m %s %s %d", (1, 2, 3))),
-        name="elsewhere",
-    )
-    thread.start()
-    thread.join()
-    assert other[0].threadName == "elsewhere" and other[0].thread != copied.thread
-
-
-def test_call_site_records_leave_a_custom_factory_in_charge() -> None:
-    records = CallSiteRecords(logging.getLogger("aiva.access"), __file__, "site")
-    records.make(logging.INFO, "%s", ("warm",))
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        record.tenant = "t-1"
-        return record
-
-    logging.setLogRecordFactory(factory)
-    try:
-        assert records.make(logging.INFO, "%s", ("x",)).tenant == "t-1"  # type: ignore[attr-defined]
-    finally:
-        logging.setLogRecordFactory(previous)
 
 
 class _Float(float):  # as numpy's float64 is

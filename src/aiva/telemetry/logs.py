@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -71,89 +69,6 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
             fields[name] = value
     record.__dict__[_FIELDS_ATTR] = fields
     return fields
-
-
-class CallSiteRecords:
-    """LogRecords for one fixed call site, copied from a record made there once.
-
-    Written by hand for the access line, made once a request from one place:
-    LogRecord.__init__ redoes, for every record, work whose result never changes at a
-    fixed call site (the path split into file name and module, the process name, the
-    multiprocessing lookup), more than half of its 2.5 µs. This copies a record made
-    there and sets what differs: the level, the message, the time, the thread and (from
-    Python 3.12) the task. Records are made the usual way while a custom LogRecord
-    factory or Logger.makeRecord is installed, and the copy is made again when the
-    logging module's logThreads/logProcesses/logMultiprocessing switches change.
-    """
-
-    def __init__(self, logger: logging.Logger, pathname: str, func: str) -> None:
-        self._logger = logger
-        self._pathname = pathname
-        self._func = func
-        self._template: dict[str, Any] = {}
-        self._switches: tuple[object, ...] = ()
-
-    def make(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
-        if not self._copyable():
-            return self._made(level, msg, args)
-        template = self._template
-        record: logging.LogRecord = object.__new__(logging.LogRecord)
-        fields = record.__dict__
-        fields.update(template)
-        now = time.time()
-        fields["created"] = now
-        fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes it
-        fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
-        fields["msg"] = msg
-        fields["args"] = args
-        fields["levelno"] = level
-        fields["levelname"] = logging.getLevelName(level)
-        if template["thread"] is not None:
-            fields["thread"] = threading.get_ident()
-            fields["threadName"] = threading.current_thread().name
-        if "taskName" in template:
-            fields["taskName"] = _task_name()
-        return record
-
-    def _copyable(self) -> bool:
-        """Whether copying gives what makeRecord would; (re)makes the copy when needed."""
-        if logging.getLogRecordFactory() is not logging.LogRecord:
-            return False
-        if type(self._logger).makeRecord is not logging.Logger.makeRecord:
-            return False
-        switches = _record_switches()
-        if switches != self._switches:
-            self._template = vars(self._made(logging.INFO, "", ())).copy()
-            self._switches = switches
-        return True
-
-    def _made(self, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
-        logger = self._logger
-        return logger.makeRecord(logger.name, level, self._pathname, 0, msg, args, None, self._func)
-
-
-def _record_switches() -> tuple[object, ...]:
-    """The logging module's switches for what a LogRecord carries."""
-    return (
-        logging.logThreads,
-        logging.logProcesses,
-        logging.logMultiprocessing,
-        getattr(logging, "logAsyncioTasks", None),  # Python 3.12+
-    )
-
-
-def _task_name() -> str | None:
-    # As LogRecord.__init__ finds it on Python 3.12+.
-    if not getattr(logging, "logAsyncioTasks", False):
-        return None
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return None
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no running event loop
-        return None
-    return task.get_name() if task is not None else None
 
 
 def _context_fields() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
-from aiva.telemetry.logs import CallSiteRecords
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -103,9 +102,6 @@ class AccessLog:
 
     def __init__(self) -> None:
         self._logger = logging.getLogger("aiva.access")
-        # Made here rather than by Logger.log, which would walk the stack for a caller
-        # that is always this method.
-        self._records = CallSiteRecords(self._logger, __file__, "write")
 
     def write(
         self, method: str, route: str | None, status: int, seconds: float, quiet: bool
@@ -113,7 +109,19 @@ class AccessLog:
         level = logging.DEBUG if quiet and status < 500 else logging.INFO
         if not self._logger.isEnabledFor(level):
             return
-        record = self._records.make(level, "%s %s %d", (method, route or "(unmatched)", status))
+        # makeRecord + handle: Logger.log would walk the stack for a caller that is
+        # always this method, once a request.
+        logger = self._logger
+        record = logger.makeRecord(
+            logger.name,
+            level,
+            __file__,
+            0,
+            "%s %s %d",
+            (method, route or "(unmatched)", status),
+            None,
+            "write",
+        )
         # As `extra=` would set them (the formatters find them as the record's extras).
         record.__dict__.update(
             http_method=method,
