@@ -180,28 +180,17 @@ def server_spans_per_trace(collector: Rotel, count: int) -> Counter[str]:
     return Counter(s["trace_id"] for s in collector.spans() if is_demo_server_span(s))
 
 
-@pytest.mark.parametrize("extra", ["contrib", "starlette"])
-def test_one_server_span_when_the_stack_is_instrumented_twice(
-    rotel: Callable[[], Rotel], tmp_path: Path, extra: str
-) -> None:
-    collector = rotel()
+def start_test_app(module: str, env: dict[str, str], tmp_path: Path) -> tuple[ManagedProcess, str]:
+    """Run tests/apps/<module> (a service built on aiva) on a free port; its process and URL."""
     port = free_port()
-    env = service_env(
-        {
-            **otlp_env(collector, "grpc"),
-            "AIVA_SERVER__PORT": str(port),
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "EXTRA_INSTRUMENTATION": extra,
-        },
-        tmp_path,
-    )
-    env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
+    full_env = service_env({**env, "AIVA_SERVER__PORT": str(port)}, tmp_path)
+    full_env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
     process = ManagedProcess(
-        argv=[sys.executable, "-m", "tests.apps.instrumented_twice"],
+        argv=[sys.executable, "-m", f"tests.apps.{module}"],
         log_path=tmp_path / "service.log",
-        env=env,
+        env=full_env,
         cwd=tmp_path,
-        name="instrumented-twice",
+        name=module,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -212,6 +201,18 @@ def test_one_server_span_when_the_stack_is_instrumented_twice(
             return False
 
     process.start(ready, 30)
+    return process, url
+
+
+@pytest.mark.parametrize("extra", ["contrib", "starlette"])
+def test_one_server_span_when_the_stack_is_instrumented_twice(
+    rotel: Callable[[], Rotel], tmp_path: Path, extra: str
+) -> None:
+    collector = rotel()
+    more = {"OTEL_BSP_SCHEDULE_DELAY": "200", "EXTRA_INSTRUMENTATION": extra}
+    process, url = start_test_app(
+        "instrumented_twice", otlp_env(collector, "grpc", **more), tmp_path
+    )
     try:
         for _ in range(5):
             assert httpx.get(url + "/api/demo/items/one", timeout=5).status_code == 200
@@ -236,25 +237,7 @@ def test_routes_under_mounts_keep_their_full_template(
     # Span names, span and metric attributes, and the /metrics labels all carry the
     # template with every Mount prefix, never the raw path.
     collector = rotel()
-    port = free_port()
-    env = service_env({**otlp_env(collector, "grpc"), "AIVA_SERVER__PORT": str(port)}, tmp_path)
-    env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
-    process = ManagedProcess(
-        argv=[sys.executable, "-m", "tests.apps.mounted_service"],
-        log_path=tmp_path / "service.log",
-        env=env,
-        cwd=tmp_path,
-        name="mounted-service",
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(url + "/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    process.start(ready, 30)
+    process, url = start_test_app("mounted_service", otlp_env(collector, "grpc"), tmp_path)
     try:
         for order_id in ("17", "18"):
             response = httpx.get(f"{url}/api/v1/orders/{order_id}", timeout=5)

@@ -116,7 +116,32 @@ def takes_explicit_buckets(exporter: MetricExporter) -> bool:
 # (at 0), so with its provider every collection has something.
 
 
-class ProducingPrometheusReader(PrometheusMetricReader):
+class _WithProducers(MetricReader):
+    """A reader that adds its producers' metrics to every collection it receives; mixed
+    in before a concrete reader, which `_receive_metrics` hands the result to."""
+
+    _producers: tuple[ProducedHistogram, ...]
+    _resource: Resource
+
+    def _attach_producers(
+        self,
+        producers: Sequence[ProducedHistogram],
+        resource: Resource,
+        temporality: AggregationTemporality,
+    ) -> None:
+        for producer in producers:
+            producer.attach(self, temporality)
+        self._producers = tuple(producers)
+        self._resource = resource
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        produced = _with_produced(metrics_data, self, self._producers, self._resource)
+        super()._receive_metrics(produced, timeout_millis, **kwargs)  # type: ignore[safe-super]
+
+
+class ProducingPrometheusReader(_WithProducers, PrometheusMetricReader):
     """The Prometheus reader (own registry) plus aiva's producers."""
 
     def __init__(
@@ -126,17 +151,10 @@ class ProducingPrometheusReader(PrometheusMetricReader):
         resource: Resource,
     ) -> None:
         super().__init__(registry=registry)
-        self._producers = _attach(self, producers, AggregationTemporality.CUMULATIVE)
-        self._resource = resource
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        produced = _with_produced(metrics_data, self, self._producers, self._resource)
-        super()._receive_metrics(produced, timeout_millis, **kwargs)
+        self._attach_producers(producers, resource, AggregationTemporality.CUMULATIVE)
 
 
-class ProducingPeriodicReader(PeriodicExportingMetricReader):
+class ProducingPeriodicReader(_WithProducers, PeriodicExportingMetricReader):
     """The periodic OTLP push plus aiva's producers."""
 
     def __init__(
@@ -151,24 +169,7 @@ class ProducingPeriodicReader(PeriodicExportingMetricReader):
         # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE into it); the SDK reads it too.
         preferred = exporter._preferred_temporality or {}
         temporality = preferred.get(SdkHistogram, AggregationTemporality.CUMULATIVE)
-        self._producers = _attach(self, producers, temporality)
-        self._resource = resource
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        produced = _with_produced(metrics_data, self, self._producers, self._resource)
-        super()._receive_metrics(produced, timeout_millis, **kwargs)
-
-
-def _attach(
-    reader: MetricReader,
-    producers: Sequence[ProducedHistogram],
-    temporality: AggregationTemporality,
-) -> tuple[ProducedHistogram, ...]:
-    for producer in producers:
-        producer.attach(reader, temporality)
-    return tuple(producers)
+        self._attach_producers(producers, resource, temporality)
 
 
 def _with_produced(
