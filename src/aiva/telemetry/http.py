@@ -20,7 +20,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aiva import __version__
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.metrics import DURATION_BUCKETS_S
+from aiva.telemetry.metrics import (
+    DURATION_BUCKETS_S,
+    REQUEST_DURATION,
+    REQUEST_DURATION_DESCRIPTION,
+)
 
 # The HTTP semantic conventions: any other method is reported as _OTHER, so a
 # scanner sending random methods cannot grow the series count.
@@ -58,9 +62,9 @@ class HttpTelemetry:
             self._record_duration = request_duration.record
         elif instrumented and not isinstance(meter_provider, NoOpMeterProvider):
             histogram = meter.create_histogram(
-                "http.server.request.duration",
+                REQUEST_DURATION,
                 unit="s",
-                description="Duration of HTTP server requests.",
+                description=REQUEST_DURATION_DESCRIPTION,
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             )
             self._record_duration = lambda _key, attributes, value: histogram.record(

@@ -48,11 +48,15 @@ class Metrics:
     request_duration: ProducedHistogram | None  # None: recorded through the SDK instead
 
 
+REQUEST_DURATION = "http.server.request.duration"
+REQUEST_DURATION_DESCRIPTION = "Duration of HTTP server requests."
+
+
 def request_duration_histogram() -> ProducedHistogram:
     return ProducedHistogram(
-        "http.server.request.duration",
+        REQUEST_DURATION,
         unit="s",
-        description="Duration of HTTP server requests.",
+        description=REQUEST_DURATION_DESCRIPTION,
         boundaries=DURATION_BUCKETS_S,
         scope=InstrumentationScope("aiva.http", __version__),
     )

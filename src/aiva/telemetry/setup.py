@@ -85,11 +85,8 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
     if config.enabled and config.metrics.enabled:
         built = build_metrics(settings, resource, stats)
-        meter_provider, registry, request_duration = (
-            built.provider,
-            built.registry,
-            built.request_duration,
-        )
+        meter_provider, registry = built.provider, built.registry
+        request_duration = built.request_duration
         system = SystemMetrics(meter_provider)
         system.start()
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
