@@ -133,14 +133,23 @@ def test_timestamps_are_rfc3339_utc_milliseconds(created: float, expected: str) 
     assert json.loads(formatter.format(record))["timestamp"] == expected
 
 
+def _in_memory_pipeline() -> tuple[
+    InMemoryLogRecordExporter, LoggerProvider, BatchLogRecordProcessor
+]:
+    """An SDK log pipeline into memory: what the OTLP handler feeds, minus the network."""
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(
+        resource=Resource({"service.name": "logs-test"}), shutdown_on_exit=False
+    )
+    processor = BatchLogRecordProcessor(exporter)
+    provider.add_log_record_processor(processor)
+    return exporter, provider, processor
+
+
 def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
     # The handler bypasses the SDK's Logger.emit for speed; what reaches the exporter
     # must be the record the public path makes (observed time aside).
-    exporter = InMemoryLogRecordExporter()
-    resource = Resource({"service.name": "logs-test"})
-    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    processor = BatchLogRecordProcessor(exporter)
-    provider.add_log_record_processor(processor)
+    exporter, provider, processor = _in_memory_pipeline()
     assert queue_of(processor) is not None, "this SDK hides its queue: the slow path runs"
     handler = OtlpLogHandler(OtlpLogs(provider, processor))
     tracer = TracerProvider().get_tracer("test")
@@ -174,11 +183,7 @@ def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
 
 
 def test_otlp_handler_leaves_oversized_records_to_the_sdk_limits() -> None:
-    exporter = InMemoryLogRecordExporter()
-    resource = Resource({"service.name": "logs-test"})
-    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    processor = BatchLogRecordProcessor(exporter)
-    provider.add_log_record_processor(processor)
+    exporter, provider, processor = _in_memory_pipeline()
     handler = OtlpLogHandler(OtlpLogs(provider, processor))
     record = logging.LogRecord("svc", logging.INFO, __file__, 1, "wide", None, None)
     for i in range(200):
