@@ -164,7 +164,8 @@ def tcp_proxy(_cleanup: Callable[[Callable[[], object]], None]) -> Callable[...,
 def aiva_service(
     tmp_path_factory: pytest.TempPathFactory, _cleanup: Callable[[Callable[[], object]], None]
 ) -> Callable[..., AivaService]:
-    """Factory: aiva_service(env=None, args=(), config_files=None, start=True, port=None).
+    """Factory: aiva_service(env=None, args=(), config_files=None, start=True, port=None,
+    ready_path="/").
 
     config_files ({filename: text}) are written into a fresh dir passed as AIVA_CONFIG_DIR.
     With start=False the service is built (and stopped at teardown) but not started.
@@ -176,6 +177,7 @@ def aiva_service(
         config_files: Mapping[str, str] | None = None,
         start: bool = True,
         port: int | None = None,
+        ready_path: str = "/",
     ) -> AivaService:
         workdir = tmp_path_factory.mktemp("aiva")
         config_dir = workdir / "config"
@@ -183,7 +185,9 @@ def aiva_service(
         for name, text in (config_files or {}).items():
             (config_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (config_dir / name).write_text(text, encoding="utf-8")
-        service = AivaService(workdir, config_dir, env=env, extra_args=args, port=port)
+        service = AivaService(
+            workdir, config_dir, env=env, extra_args=args, port=port, ready_path=ready_path
+        )
         _started(service, service.start if start else (lambda: None), _cleanup)
         return service
 

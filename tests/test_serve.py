@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from infra.ports import free_port
 from infra.processes import ManagedProcess
 from infra.require import in_ci
-from infra.service import REPO_ROOT, AivaService, service_env
+from infra.service import REPO_ROOT, SRC_DIR, AivaService, service_env
 
 
 def test_serves_root_on_embedded_defaults(aiva_service: Callable[..., AivaService]) -> None:
@@ -205,3 +207,61 @@ def test_graceful_shutdown_is_bounded(slow_service) -> None:  # type: ignore[no-
     assert process.wait(timeout=20) == 0
     assert time.monotonic() - sent < 6  # 1 s of grace, not the request's 60 s
     thread.join(timeout=20)
+
+
+# --- aiva serve MODULE:APP: a user's own app ----------------------------------------------
+
+_USER_APP_ENV = {
+    "PYTHONPATH": os.pathsep.join([str(SRC_DIR), str(REPO_ROOT)]),
+    "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
+}
+
+
+def test_serve_runs_a_users_fastapi_app_in_every_worker(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    service = aiva_service(
+        env=_USER_APP_ENV,
+        args=["tests.apps.orders_api:build", "--factory", "--workers", "2"],
+        ready_path="/livez",
+    )
+    with service.client() as client:
+        for _ in range(20):
+            assert client.get("/orders/3/check").json() == {"order": 3, "user": "anonymous"}
+        pids = {client.get("/info").json()["runtime"]["pid"] for _ in range(40)}
+        assert client.get("/health/startup").status_code == 200
+    assert service.pid not in pids
+    assert service.terminate(timeout=20) == 0
+
+
+def test_serve_a_users_starlette_app_drains_and_exits_0(
+    aiva_service: Callable[..., AivaService], postgres: Callable[..., Any], redis_server: Any
+) -> None:
+    database, cache = postgres(), redis_server()
+    service = aiva_service(
+        env={**_USER_APP_ENV, "INVENTORY_DSN": database.dsn, "INVENTORY_REDIS": cache.url},
+        args=["tests.apps.inventory_service:app"],
+    )
+    with service.client() as client:
+        assert client.get("/stock/2").json()["count"] == 20  # the app's lifespan state
+        assert client.get("/readyz").text == "ok"
+    assert service.terminate(timeout=20) == 0
+    log = service.log_text()
+    assert "shut down after SIGTERM" in log and "flushing telemetry" in log
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("tests.apps.no_such_module:app", "cannot load tests.apps.no_such_module:app"),
+        ("tests.apps.orders_api:lifespan", "takes a Starlette or FastAPI application"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_serve_in_one_line(
+    aiva_service: Callable[..., AivaService], target: str, says: str
+) -> None:
+    service = aiva_service(env=_USER_APP_ENV, args=[target], start=False)
+    service.spawn()
+    assert service.wait(timeout=30) == 2
+    log = service.log_text()
+    assert says in log and "Traceback" not in log, log

@@ -6,14 +6,27 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_app", "log_context", "meter", "operation", "tracer"]
+__all__ = [
+    "__version__",
+    "create_app",
+    "instrument",
+    "log_context",
+    "meter",
+    "operation",
+    "run_mounted_lifespans",
+    "tracer",
+]
 
 if TYPE_CHECKING:
     from aiva.api import log_context, meter, operation, tracer
     from aiva.web.app import create_app
+    from aiva.web.instrument import instrument
+    from aiva.web.lifespans import run_mounted_lifespans
 
 _LAZY = {
     "create_app": "aiva.web.app",
+    "instrument": "aiva.web.instrument",
+    "run_mounted_lifespans": "aiva.web.lifespans",
     "operation": "aiva.api",
     "log_context": "aiva.api",
     "meter": "aiva.api",

@@ -7,9 +7,10 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
@@ -50,18 +51,35 @@ def log_context(**fields: Any) -> Iterator[None]:
         log_fields_var.reset(token)
 
 
+class _Entry(NamedTuple):
+    """One entry into an `operation`: what its exit needs."""
+
+    owner: operation
+    span_cm: AbstractContextManager[trace.Span]
+    span: trace.Span
+    started: float
+
+
+# The open entries of this task or thread, innermost last. Kept per context, not on the
+# operation object: one object shared by concurrent tasks, threads or recursive calls
+# would otherwise end another task's span with the wrong duration. A tuple, replaced and
+# never mutated, because a task started inside an entry copies the context and must not
+# see the entries its parent opens or closes afterwards.
+_entries: ContextVar[tuple[_Entry, ...]] = ContextVar("aiva_operation_entries", default=())
+
+
 class operation:
     """A unit of work: a span, a duration histogram point, start/end logs, errors recorded.
 
     Usable as a (sync or async) context manager and as a decorator of sync or async
     functions. An exception is logged at ERROR, recorded on the span (status ERROR)
-    and propagates.
+    and propagates. One object may be entered by concurrent tasks, threads or recursive
+    calls at once: each entry has its own span and duration.
     """
 
     def __init__(self, name: str, **attributes: Any) -> None:
         self.name = name
         self.attributes = attributes
-        self._stack: list[tuple[Any, float]] = []
 
     def __enter__(self) -> operation:
         span_cm = tracer("aiva.operation").start_as_current_span(
@@ -70,9 +88,9 @@ class operation:
             record_exception=False,
             set_status_on_exception=False,
         )
-        span_cm.__enter__()
+        span = span_cm.__enter__()
         logger.debug("operation %s started", self.name, extra={"operation": self.name})
-        self._stack.append((span_cm, time.perf_counter()))
+        _entries.set((*_entries.get(), _Entry(self, span_cm, span, time.perf_counter())))
         return self
 
     def __exit__(
@@ -81,12 +99,11 @@ class operation:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        span_cm, started = self._stack.pop()
+        _, span_cm, span, started = self._pop()
         seconds = time.perf_counter() - started
         extra = {"operation": self.name, "duration_ms": round(seconds * 1000, 3)}
         attributes: dict[str, Any] = {"operation": self.name}
         if isinstance(error, Exception):
-            span = trace.get_current_span()
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, str(error)))
             attributes["error.type"] = type(error).__qualname__
@@ -95,6 +112,16 @@ class operation:
             logger.info("operation %s finished", self.name, extra=extra)
         _duration_histogram().record(seconds, attributes)
         span_cm.__exit__(kind, error, tb)
+
+    def _pop(self) -> _Entry:
+        """This object's innermost entry in the current context, removed."""
+        entries = _entries.get()
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index].owner is self:
+                _entries.set(entries[:index] + entries[index + 1 :])
+                return entries[index]
+        # Entered in another task or thread (or never): its span belongs to that context.
+        raise RuntimeError(f"operation {self.name!r} exited without being entered in this context")
 
     async def __aenter__(self) -> operation:
         return self.__enter__()
@@ -112,14 +139,14 @@ class operation:
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                with operation(self.name, **self.attributes):
+                with self:  # state is per entry, so concurrent and recursive calls are safe
                     return await func(*args, **kwargs)
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with operation(self.name, **self.attributes):
+            with self:
                 return func(*args, **kwargs)
 
         return run  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from aiva.errors import SettingsError
+from aiva.errors import AivaError, SettingsError
 from aiva.health.model import Status, http_status
 from aiva.health.report import report
 from aiva.settings import LoadedSettings, Settings, load_settings, mask_value, to_dict
@@ -39,6 +39,12 @@ def cli() -> None:
 
 
 @cli.command()
+@click.argument("app", required=False, default=None, metavar="[MODULE:APP]")
+@click.option(
+    "--factory",
+    is_flag=True,
+    help="MODULE:APP is a function returning the app (as uvicorn --factory).",
+)
 @click.option("--host", default=None, help="Interface to bind (overrides server.host).")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (overrides server.port)."
@@ -50,8 +56,19 @@ def cli() -> None:
     default=None,
     help="Worker processes (overrides server.workers).",
 )
-def serve(host: str | None, port: int | None, env: str | None, workers: int | None) -> None:
-    """Run the service under uvicorn until SIGTERM or SIGINT; exit 0 after a clean shutdown."""
+def serve(
+    app: str | None,
+    factory: bool,
+    host: str | None,
+    port: int | None,
+    env: str | None,
+    workers: int | None,
+) -> None:
+    """Run the service under uvicorn until SIGTERM or SIGINT; exit 0 after a clean shutdown.
+
+    With MODULE:APP, serve that Starlette or FastAPI app (instrumented by aiva unless it
+    is already) instead of the reference service.
+    """
     overrides = {
         "AIVA_ENV": env,
         "AIVA_SERVER__HOST": host,
@@ -64,7 +81,13 @@ def serve(host: str | None, port: int | None, env: str | None, workers: int | No
     loaded = _load(os.environ, None)
     from aiva.server import run
 
-    run(loaded)
+    try:
+        run(loaded, target=app, factory=factory)
+    except SettingsError as error:  # a module that loads its own settings at import
+        _fail(error)
+    except AivaError as error:
+        click.echo(f"serve: {error}", err=True)
+        sys.exit(EXIT_SETTINGS)
 
 
 @cli.command()

@@ -30,3 +30,11 @@ class SettingsError(AivaError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InstrumentationError(AivaError):
+    """An application cannot be instrumented as asked (a path both serve, twice, too late)."""
+
+
+class AppLoadError(AivaError):
+    """`aiva serve TARGET` cannot load the app TARGET names."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 from types import FrameType
@@ -11,22 +12,70 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from aiva.errors import AppLoadError
 from aiva.heap import freeze_long_lived
 from aiva.settings import LoadedSettings
+from aiva.telemetry.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
-# Workers build their own app from the environment (settings travel as variables).
-APP_FACTORY = "aiva.web.app:create_reference_app"
+# Workers build their own app from the environment: the settings travel as AIVA_*
+# variables, the app to serve as these two (outside AIVA_*, which is settings only).
+WORKER_FACTORY = "aiva.server:worker_app"
+APP_VARIABLE = "_AIVA_SERVE_APP"
+FACTORY_VARIABLE = "_AIVA_SERVE_APP_FACTORY"
 
 
-def run(loaded: LoadedSettings, app: ASGIApp | None = None) -> None:
+def load_app(loaded: LoadedSettings, target: str | None = None, factory: bool = False) -> Any:
+    """The app `aiva serve [TARGET]` serves: the reference app, or the user's own
+    (`module:attribute`, called first when `factory`), instrumented unless it is already.
+
+    Raises AppLoadError when TARGET cannot be imported or is no Starlette or FastAPI app.
+    """
+    if target is None:
+        from aiva.web.app import create_reference_app
+
+        return create_reference_app(loaded)
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    from aiva.web.instrument import INSTRUMENTED_ATTR, instrument
+
+    try:
+        found = import_from_string(target)
+    except ImportFromStringError as error:
+        raise AppLoadError(f"cannot load {target}: {error}") from error
+    app = found() if factory else found
+    if getattr(app, INSTRUMENTED_ATTR, False):
+        return app
+    try:
+        return instrument(app, loaded)
+    except TypeError as error:
+        raise AppLoadError(f"{target}: {error}") from error
+
+
+def worker_app() -> Any:
+    """A worker process's app, from the variables `run` passed on."""
+    from aiva.settings import load_settings
+
+    target = os.environ.get(APP_VARIABLE) or None
+    return load_app(load_settings(os.environ), target, os.environ.get(FACTORY_VARIABLE) == "1")
+
+
+def run(
+    loaded: LoadedSettings,
+    app: ASGIApp | None = None,
+    target: str | None = None,
+    factory: bool = False,
+) -> None:
     """Serve until SIGTERM/SIGINT, finishing in-flight requests within the graceful timeout.
 
-    `app` defaults to the reference app (with the demo API); with several workers, each
-    worker builds its own.
+    The app served is `app`, else the one `target` names (see load_app), else the
+    reference app (with the demo API); with several workers, each worker builds its own.
     """
     server_settings = loaded.settings.server
+    # Logging is set up once, here, before anything is served: uvicorn's own start-up
+    # lines already come out in aiva's format, and the app's lifespan leaves it alone.
+    configure_logging(loaded.settings.telemetry.logs)
     common: dict[str, Any] = {
         "host": server_settings.host,
         "port": server_settings.port,
@@ -37,12 +86,12 @@ def run(loaded: LoadedSettings, app: ASGIApp | None = None) -> None:
         "server_header": False,
     }
     if server_settings.workers > 1:
-        uvicorn.run(APP_FACTORY, factory=True, workers=server_settings.workers, **common)
+        os.environ[APP_VARIABLE] = target or ""
+        os.environ[FACTORY_VARIABLE] = "1" if factory else ""
+        uvicorn.run(WORKER_FACTORY, factory=True, workers=server_settings.workers, **common)
         return
     if app is None:
-        from aiva.web.app import create_reference_app
-
-        app = create_reference_app(loaded)
+        app = load_app(loaded, target, factory)
     config = uvicorn.Config(app, **common)
     with _exit_cleanly_after_shutdown():
         _Server(config).run()

@@ -248,12 +248,26 @@ def test_draining_turns_readiness_503_at_once() -> None:
         assert c.get("/health/live").status_code == 200
 
 
-def test_custom_checks_must_be_async() -> None:
-    def not_async() -> bool:
+def test_custom_checks_may_be_plain_functions() -> None:
+    def plain() -> bool:
         return True
 
-    with pytest.raises(TypeError):
-        aiva.create_app(load_settings({}, config_dir="/x").settings, checks=[not_async])  # type: ignore[list-item]
+    @check("plain-cache", critical=False)
+    def plain_cache() -> Outcome:
+        return Outcome.degraded("hit ratio low")
+
+    with client([plain, plain_cache]) as c:
+        body = c.get("/health").json()
+    statuses = {x["name"]: (x["status"], x["message"]) for x in body["checks"]}
+    assert statuses == {"plain": ("healthy", "ok"), "plain-cache": ("degraded", "hit ratio low")}
+
+
+def test_custom_checks_must_be_callable() -> None:
+    settings = load_settings({}, config_dir="/x").settings
+    with pytest.raises(TypeError, match="is not callable"):
+        aiva.create_app(settings, checks=["redis://cache"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="is not callable"):
+        check("x")(True)  # type: ignore[arg-type]
     assert isinstance(check("x")(fine), CustomCheck)
 
 

@@ -6,9 +6,17 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import subprocess
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
+from opentelemetry import context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,14 +24,16 @@ from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 from aiva.health.model import Outcome, Status
 from aiva.health.report import ietf_report
-from aiva.health.runner import HealthRunner
-from aiva.health.types import CheckFunction, CheckSpec
+from aiva.health.runner import HealthRunner, as_async
+from aiva.health.types import AsyncCheckFunction, CheckSpec
 from aiva.settings import load_settings
 
 HEALTH = load_settings({}, config_dir="/nonexistent").settings.health
 
 
-def spec(name: str, run: CheckFunction, timeout: float = 1.0, critical: bool = True) -> CheckSpec:
+def spec(
+    name: str, run: AsyncCheckFunction, timeout: float = 1.0, critical: bool = True
+) -> CheckSpec:
     return CheckSpec(name, run, critical, ("ready",), timeout)
 
 
@@ -298,3 +308,155 @@ def test_a_stale_result_keeps_its_measurement() -> None:
         1.5,
         "datastore",
     )
+
+
+def test_plain_function_checks_run_in_a_thread_like_async_ones() -> None:
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def yes() -> bool:
+        threads.append(threading.get_ident())
+        return True
+
+    def slow_cache() -> Outcome:
+        return Outcome.degraded("hit ratio low", hit_ratio=0.2)
+
+    def broken() -> bool:
+        raise OSError("disk on fire")
+
+    class Probe:
+        def __call__(self) -> bool:
+            return False
+
+    r = runner(
+        spec("yes", as_async(yes)),
+        spec("cache", as_async(slow_cache)),
+        spec("broken", as_async(broken)),
+        spec("object", as_async(Probe())),
+    )
+    results = {x.name: x for x in asyncio.run(r.evaluate())}
+    assert (results["yes"].status, results["yes"].message) == (Status.HEALTHY, "ok")
+    assert (results["cache"].status, results["cache"].message) == (Status.DEGRADED, "hit ratio low")
+    assert results["cache"].details == {"hit_ratio": 0.2}
+    assert (results["broken"].status, results["broken"].message) == (
+        Status.UNHEALTHY,
+        "disk on fire",
+    )
+    assert (results["object"].status, results["object"].message) == (Status.UNHEALTHY, "failed")
+    assert threads and loop_thread not in threads  # never on the event loop's thread
+
+
+def test_a_plain_check_that_overruns_times_out_and_is_not_piled_up() -> None:
+    release = threading.Event()
+    calls: list[float] = []
+
+    def hang() -> bool:
+        calls.append(time.monotonic())
+        release.wait(10)  # a blocking driver call that never answers (until released)
+        return True
+
+    r, exporter = traced_runner(spec("stuck", as_async(hang), timeout=0.2))
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        [first] = await r.evaluate()
+        assert time.monotonic() - started < 0.2 + 0.3  # abandoned, not awaited
+        assert (first.status, first.message) == (Status.UNHEALTHY, "timed out after 0.2s")
+        [second] = await r.evaluate()  # the abandoned call still holds its thread
+        assert (second.status, second.message) == (
+            Status.UNHEALTHY,
+            "previous call still running after its timeout",
+        )
+        assert len(calls) == 1
+        release.set()
+        deadline = time.monotonic() + 5
+        while (await r.evaluate())[0].status is not Status.HEALTHY:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+    assert len(calls) == 2
+    first_span = next(s for s in exporter.get_finished_spans() if s.name == "health.check stuck")
+    assert first_span.status.description == "timed out after 0.2s"
+
+
+def test_checks_run_with_client_instrumentation_suppressed() -> None:
+    seen: dict[str, object] = {}
+
+    async def in_loop() -> bool:
+        seen["async"] = context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)
+        return True
+
+    def in_thread() -> bool:
+        seen["sync"] = context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)
+        return True
+
+    async def scenario() -> None:
+        await runner(spec("a", in_loop), spec("s", as_async(in_thread))).evaluate()
+        seen["after"] = context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)
+
+    asyncio.run(scenario())
+    assert seen["async"] and seen["sync"]
+    assert not seen["after"]  # only the checks' own calls: the rest of the app is traced
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep test output quiet
+
+
+def test_a_check_makes_no_client_spans_with_httpx_instrumented() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    async def ping_async() -> bool:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+
+    def ping_sync() -> bool:
+        return httpx.get(url, timeout=2).status_code == 200
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    checks = (spec("async", ping_async), spec("sync", as_async(ping_sync)))
+    r = HealthRunner(checks, HEALTH, provider.get_tracer("t"))
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        results = asyncio.run(r.evaluate())
+        assert [x.status for x in results] == [Status.HEALTHY, Status.HEALTHY]
+        names = sorted(s.name for s in exporter.get_finished_spans())
+        assert names == ["health.check async", "health.check sync", "health.evaluate"]
+        assert ping_sync()  # outside a check the same call is traced: the instrumentor is on
+        assert [s.name for s in exporter.get_finished_spans()][-1] == "GET"
+    finally:
+        instrumentor.uninstrument()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hung_plain_check_does_not_hold_the_process_at_exit() -> None:
+    # `aiva health` and a stopping server must not wait for a call that never returns.
+    script = (
+        "import asyncio, time\n"
+        "from aiva.health.runner import as_async\n"
+        "from tests.health.test_runner import runner, spec\n"
+        "r = runner(spec('stuck', as_async(lambda: time.sleep(30)), timeout=0.2))\n"
+        "print(asyncio.run(r.evaluate())[0].message)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=25, check=True
+    )
+    assert done.stdout.strip() == "timed out after 0.2s"
+    assert time.monotonic() - started < 10  # not the 30 s the call would take

@@ -41,9 +41,11 @@ class AivaService:
         extra_args: Sequence[str] = (),
         port: int | None = None,
         host: str = LOOPBACK,
+        ready_path: str = "/",
     ) -> None:
         """Pick the port and build argv/env; nothing runs until start()."""
         self.host = host
+        self.ready_path = ready_path
         self.port = port or free_port(host)
         self.workdir = workdir
         self.config_dir = config_dir
@@ -85,9 +87,9 @@ class AivaService:
         return self._process.returncode
 
     def _ready(self) -> bool:
-        """GET / answers 200."""
+        """GET ready_path (/ by default) answers 200."""
         try:
-            return httpx.get(f"{self.base_url}/", timeout=1.0).status_code == 200
+            return httpx.get(self.base_url + self.ready_path, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 

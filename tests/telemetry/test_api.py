@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+from collections.abc import Sequence
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 import aiva
@@ -114,3 +119,104 @@ def test_meter_and_tracer_come_from_the_configured_providers(otel: InMemoryTelem
     [point] = otel.metric_points("orders.placed")
     assert point.value == 3  # type: ignore[attr-defined]
     assert [s.name for s in otel.spans.get_finished_spans()] == ["custom"]
+
+
+def _by_attribute(spans: Sequence[ReadableSpan], key: str) -> dict[object, ReadableSpan]:
+    """The spans carrying attribute `key`, by its value."""
+    return {s.attributes[key]: s for s in spans if s.attributes and key in s.attributes}
+
+
+def test_one_operation_shared_by_concurrent_tasks(
+    otel: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = aiva.operation("shared")
+    inside: dict[int, tuple[int, int]] = {}
+
+    async def task(i: int) -> None:
+        async with shared:
+            trace.get_current_span().set_attribute("task", i)
+            began = time.time_ns()
+            await asyncio.sleep(0.010 + i * 0.002)  # they end in the order they started
+            inside[i] = (began, time.time_ns())
+
+    async def run() -> None:
+        with aiva.tracer().start_as_current_span("batch"):
+            await asyncio.gather(*(task(i) for i in range(50)))
+
+    asyncio.run(run())
+    spans = otel.spans.get_finished_spans()
+    [batch] = [s for s in spans if s.name == "batch"]
+    by_task = _by_attribute([s for s in spans if s.name == "shared"], "task")
+    assert sorted(by_task) == list(range(50))
+    for i, span in by_task.items():
+        # Each span covers its own task's block (and so its own sleep), not another's.
+        assert span.start_time is not None and span.end_time is not None
+        assert span.start_time <= inside[i][0] and inside[i][1] <= span.end_time, i
+        assert span.end_time - span.start_time < (0.010 + i * 0.002 + 0.05) * 1e9, i
+        assert span.parent is not None and span.parent.span_id == batch.context.span_id
+    [point] = otel.metric_points("aiva.operation.duration")
+    assert point.count == 50  # type: ignore[attr-defined]
+    # OpenTelemetry logs "Failed to detach context" when a span ends in another context.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_one_operation_shared_by_threads(
+    otel: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = aiva.operation("shared")
+    all_in = threading.Barrier(4, timeout=5)
+    inside: dict[int, tuple[int, int]] = {}
+
+    def work(i: int) -> None:
+        with shared:
+            trace.get_current_span().set_attribute("thread", i)
+            all_in.wait()  # every thread holds an entry before any leaves
+            began = time.time_ns()
+            time.sleep(0.01 + i * 0.01)
+            inside[i] = (began, time.time_ns())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    by_thread = _by_attribute(otel.spans.get_finished_spans(), "thread")
+    assert sorted(by_thread) == [0, 1, 2, 3]
+    for i, span in by_thread.items():
+        assert span.start_time is not None and span.end_time is not None
+        assert span.start_time <= inside[i][0] and inside[i][1] <= span.end_time, i
+        assert span.parent is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_recursive_operation_nests_its_spans(otel: InMemoryTelemetry) -> None:
+    @aiva.operation("descend")
+    def descend(depth: int) -> None:
+        trace.get_current_span().set_attribute("depth", depth)
+        if depth:
+            descend(depth - 1)
+        time.sleep(0.005)
+
+    @aiva.operation("descend.async")
+    async def descend_async(depth: int) -> None:
+        trace.get_current_span().set_attribute("depth.async", depth)
+        if depth:
+            await descend_async(depth - 1)
+        await asyncio.sleep(0.005)
+
+    descend(3)
+    asyncio.run(descend_async(3))
+    spans = otel.spans.get_finished_spans()
+    for key in ("depth", "depth.async"):
+        by_depth = _by_attribute(spans, key)
+        assert sorted(by_depth) == [0, 1, 2, 3]
+        assert by_depth[3].parent is None
+        for depth in range(3):
+            inner, outer = by_depth[depth], by_depth[depth + 1]
+            assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
+            assert outer.start_time is not None and outer.end_time is not None
+            assert inner.start_time is not None and inner.end_time is not None
+            # Each its own duration: the outer one lasts its own sleep longer.
+            assert outer.start_time <= inner.start_time
+            assert outer.end_time - inner.end_time >= 0.004 * 1e9
+            assert inner.end_time - inner.start_time >= 0.004 * 1e9 * (depth + 1)

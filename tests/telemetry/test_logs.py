@@ -21,14 +21,18 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordDroppedAttributesWa
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanContext
 
+from aiva.context import request_id_var
 from aiva.telemetry.logs import (
     JsonFormatter,
     OtlpLogHandler,
     OtlpLogs,
+    note_request_ids,
     queue_of,
 )
 from aiva.web.middleware import AccessLog
+from infra.rotel import Rotel
 from infra.service import AivaService
 
 CONTRACT_FIELDS = {"timestamp", "level", "message", "logger", "trace_id", "span_id", "request_id"}
@@ -50,6 +54,49 @@ def test_console_lines_are_json_with_trace_context(
     assert processed["component"] == "demo"
     assert len(processed["trace_id"]) == 32 and len(processed["span_id"]) == 16
     assert processed["timestamp"].endswith("Z")
+
+
+def test_the_servers_error_line_carries_the_requests_ids(
+    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+) -> None:
+    # uvicorn logs an unhandled exception after the request's span and request id
+    # are gone; the ids noted on the exception must still reach both outputs.
+    collector = rotel()
+    service = aiva_service(
+        env={
+            "AIVA_TELEMETRY__OTLP__ENDPOINT": collector.grpc_endpoint,
+            "AIVA_TELEMETRY__OTLP__PROTOCOL": "grpc",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        }
+    )
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with service.client() as client:
+        response = client.get(
+            "/api/demo/fail",
+            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "X-Request-ID": "boom-1"},
+        )
+    assert response.status_code == 500
+    [server] = collector.wait_for_spans(lambda s: s["name"] == "GET /api/demo/fail")
+    assert server["trace_id"] == trace_id
+
+    [otlp] = collector.wait_for_log_records(
+        lambda r: str(r["body"]).startswith("Exception in ASGI application")
+    )
+    assert (otlp["trace_id"], otlp["span_id"]) == (trace_id, server["span_id"])
+    assert otlp["attributes"]["request_id"] == "boom-1"
+    assert otlp["attributes"]["exception.message"] == "demo failure"
+
+    service.terminate()
+    [line] = [
+        entry
+        for entry in map(json.loads, filter(str.strip, service.log_text().splitlines()))
+        if entry["message"].startswith("Exception in ASGI application")
+    ]
+    assert line["logger"] == "uvicorn.error"
+    assert (line["trace_id"], line["span_id"]) == (trace_id, server["span_id"])
+    assert line["request_id"] == "boom-1"
+    assert "RuntimeError: demo failure" in line["exception"]
 
 
 def test_rotating_file_gets_every_record(
@@ -95,6 +142,66 @@ def test_formatter_keeps_extras_and_exceptions() -> None:
     assert entry["level"] == "ERROR"
     assert "KeyError: 'missing'" in entry["exception"]
     assert entry["trace_id"] is None  # outside any span
+
+
+def _error_leaving_a_request(request_id: str) -> tuple[RuntimeError, SpanContext]:
+    """An exception noted as the request middleware notes it, and the span it left."""
+    error = RuntimeError("failed")
+    with TracerProvider().get_tracer("test").start_as_current_span("GET /fail") as span:
+        token = request_id_var.set(request_id)
+        scope: dict[str, object] = {}
+        try:
+            note_request_ids(error, scope, request_id)
+            note_request_ids(error, scope, "an outer app's id")  # the first note is kept
+        finally:
+            request_id_var.reset(token)
+    return error, span.get_span_context()
+
+
+def _error_record(error: BaseException) -> logging.LogRecord:
+    return logging.LogRecord(
+        "uvicorn.error",
+        logging.ERROR,
+        __file__,
+        1,
+        "Exception in ASGI application\n",
+        None,
+        (type(error), error, error.__traceback__),
+    )
+
+
+def test_an_error_logged_after_its_request_carries_the_requests_ids() -> None:
+    error, span = _error_leaving_a_request("req-9")
+    entry = json.loads(JsonFormatter().format(_error_record(error)))
+    assert entry["trace_id"] == format(span.trace_id, "032x")
+    assert entry["span_id"] == format(span.span_id, "016x")
+    assert entry["request_id"] == "req-9"
+
+    exporter, provider, processor = _in_memory_pipeline()
+    OtlpLogHandler(OtlpLogs(provider, processor)).emit(_error_record(error))
+    assert provider.force_flush(5000)
+    [queued] = exporter.get_finished_logs()
+    log = queued.log_record
+    assert (log.trace_id, log.span_id, log.trace_flags) == (
+        span.trace_id,
+        span.span_id,
+        span.trace_flags,
+    )
+    assert (log.attributes or {})["request_id"] == "req-9"
+    provider.shutdown()
+
+
+def test_an_error_logged_inside_another_request_keeps_that_requests_ids() -> None:
+    error, _ = _error_leaving_a_request("req-9")
+    token = request_id_var.set("req-10")
+    try:
+        entry = json.loads(JsonFormatter().format(_error_record(error)))
+    finally:
+        request_id_var.reset(token)
+    assert (entry["request_id"], entry["trace_id"]) == ("req-10", None)
+    # An exception object raised again in another request is noted afresh.
+    note_request_ids(error, {}, "req-11")
+    assert json.loads(JsonFormatter().format(_error_record(error)))["request_id"] == "req-11"
 
 
 class _Opaque:

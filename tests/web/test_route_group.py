@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from aiva import create_app
 from aiva.settings import Settings, load_settings
-from aiva.web.app import _own_routes
+from aiva.web.instrument import own_routes as aiva_routes
 from aiva.web.routing import RouteGroup, route_template
 
 
@@ -275,14 +275,15 @@ def settings(**environ: str) -> Settings:
 
 def test_create_app_puts_its_own_endpoints_in_one_group_first() -> None:
     app = create_app(settings(), routes=[Route("/user", other)])
-    group, user = app.routes
+    group, root, user = app.routes
     assert isinstance(group, RouteGroup) and isinstance(user, Route)
+    assert root.path == "/"  # type: ignore[attr-defined]
     paths = {route.path for route in group.routes}
-    assert {"/", "/info", "/health", "/livez/{name}", "/readyz/{name}", "/metrics"} <= paths
+    assert {"/info", "/health", "/livez/{name}", "/readyz/{name}", "/metrics"} <= paths
 
 
 def test_own_endpoints_stay_ungrouped_for_the_stock_instrumentation() -> None:
     # The contrib instrumentation reads `.path` off the top-level route that matched.
-    # (Asked of _own_routes: create_app would instrument the app, a global side effect.)
-    own = _own_routes(settings(AIVA_TELEMETRY__INSTRUMENTATION="stock"))
+    # (Asked of own_routes: create_app would instrument the app, a global side effect.)
+    own = aiva_routes(settings(AIVA_TELEMETRY__INSTRUMENTATION="stock"))
     assert len(own) > 1 and all(isinstance(route, Route) for route in own)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from aiva.health.checks.redis import redis_check
 from aiva.health.checks.system import cpu_check, disk_check, memory_check
 from aiva.health.checks.telemetry import telemetry_check
 from aiva.health.model import Probe
+from aiva.health.runner import as_async
 from aiva.health.types import CheckFunction, CheckSpec
 from aiva.settings import Settings
 from aiva.settings.model import CheckSettings
@@ -49,23 +49,38 @@ def check(
     probes: Sequence[Probe] = ("ready",),
     timeout_s: float | None = None,
 ) -> Callable[[CheckFunction], CustomCheck]:
-    """Decorator: declare an async function a health check, with its name and role."""
+    """Decorator: declare a function a health check, with its name and role.
+
+    The function may be async or plain; a plain one runs in a worker thread under the
+    same timeout, and is abandoned (not killed) when it overruns it.
+    """
 
     def wrap(func: CheckFunction) -> CustomCheck:
-        return CustomCheck(name or func.__name__, func, critical, tuple(probes), timeout_s)
+        _require_callable(func)
+        return CustomCheck(_name_of(func, name), func, critical, tuple(probes), timeout_s)
 
     return wrap
 
 
 def as_custom(item: CustomCheck | CheckFunction) -> CustomCheck:
-    """A plain async callable becomes a non-critical `ready` check named after it."""
+    """A bare function (async or plain) becomes a non-critical `ready` check named after it."""
     if isinstance(item, CustomCheck):
         return item
-    if not inspect.iscoroutinefunction(item) and not inspect.iscoroutinefunction(
-        getattr(item, "__call__", None)  # noqa: B004 - async callable objects count too
-    ):
-        raise TypeError(f"health check {item!r} must be an async callable")
-    return CustomCheck(getattr(item, "__name__", type(item).__name__), item)
+    _require_callable(item)
+    return CustomCheck(_name_of(item), item)
+
+
+def _require_callable(item: object) -> None:
+    # At registration, so misuse fails when the app is built, not every round.
+    if not callable(item):
+        raise TypeError(
+            f"health check {item!r} is not callable: pass a function of no arguments"
+            " (async or plain) returning an Outcome or True/False"
+        )
+
+
+def _name_of(func: CheckFunction, name: str | None = None) -> str:
+    return name or str(getattr(func, "__name__", type(func).__name__))
 
 
 def build_checks(
@@ -79,7 +94,7 @@ def build_checks(
         if not config.enabled or config.type == "custom":
             continue
         component, measurement = _IETF[config.type]
-        run = _function(config, settings, stats)
+        run = as_async(_function(config, settings, stats))
         timeout = config.timeout_s or settings.health.timeout_s
         specs.append(
             CheckSpec(name, run, config.critical, config.probes, timeout, component, measurement)
@@ -91,7 +106,7 @@ def build_checks(
         specs.append(
             CheckSpec(
                 item.name,
-                item.run,
+                as_async(item.run),
                 own.critical if own else item.critical,
                 own.probes if own else item.probes,
                 (own.timeout_s if own else item.timeout_s) or settings.health.timeout_s,

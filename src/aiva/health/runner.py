@@ -7,20 +7,25 @@ dependency; each round is a `health.evaluate` span with a child a check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
+import inspect
 import logging
+import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode
 
 from aiva.health.model import CheckResult, Outcome, Probe, Status, aggregate
-from aiva.health.types import CheckSpec
+from aiva.health.types import AsyncCheckFunction, CheckFunction, CheckSpec
 from aiva.settings.masking import mask_text
 from aiva.settings.model import HealthSettings
 
@@ -156,8 +161,13 @@ class HealthRunner:
         Only Exception is caught: cancellation (shutdown) must pass through.
         """
         try:
-            async with asyncio.timeout(spec.timeout_s):
-                value = await spec.run()
+            # No client spans for the check's own PostgreSQL, Redis or HTTP calls: a probe
+            # every few seconds would flood the trace backend, and the `health.check` span
+            # already carries each call's duration and outcome. The flag lives in the
+            # context, which reaches a plain check's worker thread too (see as_async).
+            with suppress_instrumentation():
+                async with asyncio.timeout(spec.timeout_s):
+                    value = await spec.run()
         except TimeoutError:
             message = f"timed out after {spec.timeout_s:g}s"
             span.add_event(
@@ -232,6 +242,72 @@ class HealthRunner:
         longest = max((c.timeout_s for c in checks), default=0.0)
         limit = self._settings.cache_ttl_s + self._settings.interval_s + longest
         return age if age > limit else None
+
+
+def as_async(func: CheckFunction) -> AsyncCheckFunction:
+    """The check as the runner awaits it: an async one as it is, a plain one in a thread.
+
+    A plain function may block (a driver's sync call, a file read), so it runs in a
+    thread of its own under the same timeout. On timeout the thread is abandoned, not
+    killed (Python cannot stop a thread): the call runs on and its result is dropped.
+    Until it returns, the check reports unhealthy without starting another call, so a
+    hung dependency holds one thread, not one more each round.
+    """
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - async callable objects count too
+    ):
+        return cast(AsyncCheckFunction, func)
+    busy = threading.Event()
+
+    def call() -> object:
+        busy.set()
+        try:
+            return func()
+        finally:
+            busy.clear()
+
+    async def run() -> Outcome | bool:
+        if busy.is_set():
+            return Outcome.unhealthy("previous call still running after its timeout")
+        value = await _in_daemon_thread(call)
+        if inspect.isawaitable(value):  # `lambda: ping(db)` hands back a coroutine to await
+            value = await value
+        return cast("Outcome | bool", value)
+
+    return run
+
+
+async def _in_daemon_thread(call: Callable[[], object]) -> object:
+    """`call()` in a new daemon thread, in a copy of this task's context (so the runner's
+    suppress_instrumentation holds there too); a cancelled wait returns at once.
+
+    By hand rather than anyio.to_thread: anyio's worker threads are not daemons, and the
+    interpreter waits for them at exit: a plain check hung for 3 s (timeout 0.2 s) held
+    the process 3.85 s past its end. One thread a call costs ~0.1 ms, once a round.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[object] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: object, error: Exception | None) -> None:
+        if done.done():  # the wait was cancelled (timed out) meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = context.run(call), None
+        except Exception as failure:  # noqa: BLE001 - handed to the awaiting check
+            value, error = None, failure
+        # A closed loop (shut down while the call hung) has nobody waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=work, name="aiva-health-check", daemon=True).start()
+    return await done
 
 
 def _masked(details: Mapping[str, Any]) -> Mapping[str, Any]:

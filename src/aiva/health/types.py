@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from aiva.health.model import Outcome, Probe
 
 # A check function: no arguments, returns an Outcome (or True/False for healthy/unhealthy).
-CheckFunction = Callable[[], Awaitable["Outcome | bool"]]
+# Async, or plain: the runner calls a plain one in a worker thread (see runner.as_async).
+CheckFunction = Callable[[], "Awaitable[Outcome | bool] | Outcome | bool"]
+# What the runner awaits: every check once registered.
+AsyncCheckFunction = Callable[[], Awaitable["Outcome | bool"]]
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class CheckSpec:
     """A check as the runner runs it: its function and how its result counts."""
 
     name: str
-    run: CheckFunction
+    run: AsyncCheckFunction
     critical: bool
     probes: tuple[Probe, ...]
     timeout_s: float

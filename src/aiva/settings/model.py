@@ -15,6 +15,8 @@ LogFormat = Literal["json", "console"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 Probe = Literal["live", "ready", "startup"]
 Instrumentation = Literal["aiva", "stock"]
+# Client libraries aiva can instrument (one row each in aiva.telemetry.clients.CLIENT_LIBRARIES).
+ClientLibrary = Literal["asyncpg", "httpx", "redis"]
 CheckType = Literal["postgres", "redis", "http", "disk", "memory", "cpu", "telemetry", "custom"]
 
 
@@ -88,6 +90,8 @@ class LogsSettings:
 class TelemetrySettings:
     enabled: bool
     instrumentation: Instrumentation
+    # `auto` (each supported library that is installed, resolved at start-up) or the names.
+    instrumentations: Literal["auto"] | tuple[ClientLibrary, ...]
     resource_attributes: Mapping[str, str]
     otlp: OtlpSettings
     traces: TracesSettings

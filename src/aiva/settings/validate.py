@@ -252,6 +252,8 @@ def _type_rule(kind: Any) -> tuple[str, Callable[[Any], bool]]:
         (inner,) = [a for a in args if a is not type(None)]
         text, test = _type_rule(inner)
         return f"{text} or null", lambda v: v is None or test(v)
+    if origin in (types.UnionType, typing.Union):
+        return _keyword_or_list_rule(args)
     if origin is typing.Literal:
         return f"must be one of {', '.join(map(str, args))}", lambda v: v in args
     if origin is tuple:
@@ -271,6 +273,17 @@ def _type_rule(kind: Any) -> tuple[str, Callable[[Any], bool]]:
             )
         return "must be a table", lambda v: isinstance(v, dict)
     return _SCALARS[kind if isinstance(kind, type) else tuple(kind)]
+
+
+def _keyword_or_list_rule(args: tuple[Any, ...]) -> tuple[str, Callable[[Any], bool]]:
+    """A keyword or a list of names: `Literal["auto"] | tuple[Literal[...], ...]`."""
+    (keyword,) = [a for a in args if typing.get_origin(a) is typing.Literal]
+    (items,) = [a for a in args if typing.get_origin(a) is tuple]
+    words, names = typing.get_args(keyword), typing.get_args(typing.get_args(items)[0])
+    return (
+        f"must be {' or '.join(words)} or a list of: {', '.join(sorted(names))}",
+        lambda v: v in words or (isinstance(v, list | tuple) and all(i in names for i in v)),
+    )
 
 
 def _is_number(v: Any) -> bool:

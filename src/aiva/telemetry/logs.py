@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from opentelemetry import trace
@@ -25,6 +25,7 @@ from opentelemetry.sdk._logs import (
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
 
 from aiva.context import log_fields_var, request_id_var
 from aiva.settings import Settings
@@ -50,6 +51,46 @@ def current_ids() -> tuple[str | None, str | None]:
     if not context.is_valid:
         return None, None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+class _RequestIds(NamedTuple):
+    scope: object  # which request noted them
+    span: SpanContext
+    request_id: str | None
+
+
+_REQUEST_IDS_ATTR = "_aiva_request_ids"
+
+
+def note_request_ids(error: BaseException, scope: object, request_id: str | None) -> None:
+    """Note the current span and the request id on an exception leaving the request `scope`.
+
+    The server logs that exception ("Exception in ASGI application") once the request's
+    span and request id are no longer current; the handlers take the ids from the note.
+    The first note of a request is kept: it comes from the innermost aiva app (one mounted
+    in another), where the error happened. A note from another request (an exception
+    object raised again) is replaced.
+    """
+    noted = getattr(error, _REQUEST_IDS_ATTR, None)
+    if isinstance(noted, _RequestIds) and noted.scope is scope:
+        return
+    # object.__setattr__: an exception class may refuse new attributes (a frozen dataclass).
+    span = trace.get_current_span().get_span_context()
+    object.__setattr__(error, _REQUEST_IDS_ATTR, _RequestIds(scope, span, request_id))
+
+
+def _left_request(record: logging.LogRecord) -> _RequestIds | None:
+    """For a record with an exception logged outside any request (no request id, no span):
+    the ids noted on the exception when it left a request, else None."""
+    error = record.exc_info[1] if record.exc_info else None
+    noted = getattr(error, _REQUEST_IDS_ATTR, None)
+    if (
+        not isinstance(noted, _RequestIds)
+        or request_id_var.get() is not None
+        or trace.get_current_span().get_span_context().is_valid
+    ):
+        return None
+    return noted
 
 
 _FIELDS_ATTR = "_aiva_fields"
@@ -150,6 +191,13 @@ class JsonFormatter(logging.Formatter):
         entry.update(record_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+            left = _left_request(record)
+            if left is not None:  # the server's line for an exception a request raised
+                if left.span.is_valid:
+                    entry["trace_id"] = format(left.span.trace_id, "032x")
+                    entry["span_id"] = format(left.span.span_id, "016x")
+                if entry["request_id"] is None:
+                    entry["request_id"] = left.request_id
         return _json_line(entry)
 
 
@@ -201,6 +249,7 @@ class OtlpLogHandler(logging.Handler):
             for k, v in record_fields(record).items()
             if v is not None
         }
+        left = None
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             attributes["exception.type"] = type(error).__qualname__
@@ -208,6 +257,9 @@ class OtlpLogHandler(logging.Handler):
             attributes["exception.stacktrace"] = "".join(
                 traceback.format_exception(*record.exc_info)
             )
+            left = _left_request(record)
+            if left is not None and left.request_id is not None:
+                attributes.setdefault("request_id", left.request_id)
         log = OtelLogRecord(  # takes the trace and span ids from the current context
             timestamp=int(record.created * 1e9),
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
@@ -215,6 +267,10 @@ class OtlpLogHandler(logging.Handler):
             body=record.getMessage(),
             attributes=attributes,
         )
+        if left is not None and left.span.is_valid:  # the server's line for a request's error
+            log.trace_id = left.span.trace_id
+            log.span_id = left.span.span_id
+            log.trace_flags = left.span.trace_flags
         if self._enqueue is None or len(attributes) > self._attribute_limit:
             self._logger(record.name).emit(log)  # the SDK applies its limits there
             return
@@ -268,8 +324,10 @@ def set_level(level: str) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def configure_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> None:
-    """Configure the root logger and uvicorn's loggers: the one place logging is set up."""
+def configure_logging(settings: LogsSettings) -> None:
+    """Configure the root logger and uvicorn's loggers (console and file): the one place
+    logging is set up. The server calls it before it serves; an app's lifespan calls it
+    through `claim_logging` when nothing of aiva's is configured yet."""
     handlers: dict[str, dict[str, Any]] = {
         "console": {
             "class": "logging.StreamHandler",
@@ -286,8 +344,6 @@ def configure_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Non
             "formatter": "json",
             "encoding": "utf-8",
         }
-    if otlp_logs is not None:
-        handlers["otlp"] = {"()": OtlpLogHandler, "logs": otlp_logs}
     logging.config.dictConfig(
         {
             "version": 1,
@@ -313,3 +369,47 @@ def configure_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Non
             },
         }
     )
+    setattr(logging.getLogger(), _CONFIGURED_ATTR, True)  # a marker on the process's root
+
+
+# Marks the root logger as configured by aiva (process-wide, as the root logger is).
+_CONFIGURED_ATTR = "_aiva_logging_configured"
+
+
+def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callable[[], None]:
+    """Logging for one app's lifespan; returns what undoes it at shutdown.
+
+    The root logger is one per process, so two aiva apps in one process (tests, a
+    service mounting two) share it rather than take it from each other:
+    - console and file: configured here only when neither the server (`aiva serve`)
+      nor another running app has (a plain `uvicorn module:app`), and then restored
+      to what was there before when this app stops;
+    - OTLP: this app's handler is added unless another app's is there already, whose
+      pipeline then carries every record of the process.
+    """
+    root = logging.getLogger()
+    undo: list[Callable[[], None]] = []
+    if not getattr(root, _CONFIGURED_ATTR, False):
+        saved_handlers, saved_level = list(root.handlers), root.level
+        configure_logging(settings)
+
+        def restore() -> None:
+            for handler in root.handlers:
+                if handler not in saved_handlers:
+                    handler.close()
+            root.handlers[:] = saved_handlers
+            root.setLevel(saved_level)
+            delattr(root, _CONFIGURED_ATTR)
+
+        undo.append(restore)
+    if otlp_logs is not None and not any(isinstance(h, OtlpLogHandler) for h in root.handlers):
+        handler = OtlpLogHandler(otlp_logs)
+        root.addHandler(handler)
+        undo.append(lambda: root.removeHandler(handler))
+
+    def release() -> None:
+        for step in reversed(undo):
+            step()
+        undo.clear()
+
+    return release

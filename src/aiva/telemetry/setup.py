@@ -19,9 +19,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry
 
 from aiva.settings import Settings
+from aiva.telemetry.clients import ClientInstrumentation, client_libraries, instrument_clients
 from aiva.telemetry.exporters import ExportStats
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.logs import build_otlp_logs, configure_logging
+from aiva.telemetry.logs import build_otlp_logs, claim_logging
 from aiva.telemetry.metrics import build_metrics
 from aiva.telemetry.resource import build_resource
 from aiva.telemetry.system import SystemMetrics
@@ -42,6 +43,10 @@ class Telemetry:
     sampler: AdjustableRatioSampler | None = None
     system: SystemMetrics | None = None
     request_duration: ProducedHistogram | None = None
+    # Undoes what the app's lifespan did to the process's logging (see claim_logging).
+    release_logging: Callable[[], None] | None = None
+    # The contrib client instrumentors this app switched on (see aiva.telemetry.clients).
+    clients: ClientInstrumentation | None = None
     _shut_down: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float) -> list[Exception]:
@@ -56,7 +61,10 @@ class Telemetry:
         self._shut_down = True
         deadline = time.monotonic() + timeout_s
         providers = self._sdk_providers()
-        errors = _each(providers, lambda p: p.force_flush(_millis_left(deadline)))
+        errors = _each([self.release_logging] if self.release_logging else [], lambda r: r())
+        if self.clients is not None:  # unpatched first: no new client spans while flushing
+            errors += self.clients.uninstrument()
+        errors += _each(providers, lambda p: p.force_flush(_millis_left(deadline)))
         if self.system is not None:
             errors += _each([self.system], lambda system: system.stop())
         errors += _each(providers, lambda p: _stop(p, _millis_left(deadline)))
@@ -92,7 +100,11 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
     if otlp_logs is not None:
         logger_provider = otlp_logs.provider
-    configure_logging(config.logs, otlp_logs)
+    release_logging = claim_logging(config.logs, otlp_logs)
+    clients = None
+    if config.enabled:
+        names = client_libraries(config.instrumentations)
+        clients = instrument_clients(names, tracer_provider, meter_provider)
     telemetry = Telemetry(
         tracer_provider,
         meter_provider,
@@ -102,6 +114,8 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         sampler,
         system,
         request_duration,
+        release_logging,
+        clients=clients,
     )
     install_globals(telemetry)
     return telemetry

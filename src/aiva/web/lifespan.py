@@ -55,7 +55,13 @@ class LifespanState(TypedDict):
 
 def app_state(request: Request) -> AppState:
     """The lifespan's state for a request handler."""
-    state: AppState = request.state.aiva
+    state: AppState | None = getattr(request.state, "aiva", None)
+    if state is None:
+        raise RuntimeError(
+            "aiva's lifespan has not run for this app. Mounted under another app? "
+            "Starlette runs no mounted app's lifespan: instrument the outer app instead, "
+            "or call aiva.run_mounted_lifespans(outer_app)"
+        )
     return state
 
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
+from aiva.telemetry.logs import note_request_ids
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -79,6 +80,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
             error = exc
+            # The server logs it after the span and request id below are gone.
+            note_request_ids(exc, scope, request_id)
             raise
         finally:
             seconds = time.perf_counter() - started

@@ -51,4 +51,7 @@ async def info(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-ROUTES = [Route("/", root, methods=["GET"]), Route("/info", info, methods=["GET"])]
+# `GET /` is the service's identity: create_app serves it; instrument() leaves the path
+# to the app it instruments.
+ROOT = Route("/", root, methods=["GET"])
+ROUTES = [Route("/info", info, methods=["GET"])]

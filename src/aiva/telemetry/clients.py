@@ -1,0 +1,249 @@
+"""Client spans and W3C propagation through the contrib instrumentors (httpx, asyncpg, redis)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span, SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+from aiva.settings.masking import mask_text
+from aiva.settings.model import ClientLibrary
+
+logger = logging.getLogger(__name__)
+
+
+class Instrumentor(Protocol):
+    """What aiva uses of a contrib BaseInstrumentor (its module hides its types from mypy)."""
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool: ...
+
+    def instrument(self, **kwargs: Any) -> Any: ...
+
+    def uninstrument(self, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Library:
+    """One instrumentable client library: what to probe, how to instrument, what it emits."""
+
+    module: str  # importable when the library is installed (what `auto` looks for)
+    instrumentor: Callable[[], Instrumentor]  # the contrib one (a per-process singleton)
+    scope: str  # the instrumentation scope its spans carry
+    emits_metrics: bool  # client metrics at this release (worth instrumenting without traces)
+    masked: tuple[str, ...] = ()  # span attributes that can carry a credential
+
+
+def _httpx() -> Instrumentor:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    return HTTPXClientInstrumentor()
+
+
+def _asyncpg() -> Instrumentor:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    return AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+
+
+def _redis() -> Instrumentor:
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    return RedisInstrumentor()
+
+
+# At opentelemetry-instrumentation 0.66b1. httpx already replaces a URL's user and
+# password by REDACTED and a few signature parameters (sig, Signature, ...); aiva's
+# masking adds `password=...` values and anything else it masks in free text. asyncpg
+# puts the statement text as written (bound parameters are not captured), so a literal
+# password in it would be exported. redis replaces every argument by `?` (`AUTH ?`).
+CLIENT_LIBRARIES: Mapping[ClientLibrary, Library] = {
+    "httpx": Library(
+        "httpx",
+        _httpx,
+        "opentelemetry.instrumentation.httpx",
+        emits_metrics=True,  # http.client.request.duration
+        masked=("url.full", "http.url"),
+    ),
+    "asyncpg": Library(
+        "asyncpg",
+        _asyncpg,
+        "opentelemetry.instrumentation.asyncpg",
+        emits_metrics=False,
+        masked=("db.query.text", "db.statement"),
+    ),
+    "redis": Library("redis", _redis, "opentelemetry.instrumentation.redis", emits_metrics=False),
+}
+
+
+def client_libraries(
+    setting: Literal["auto"] | Sequence[ClientLibrary],
+) -> tuple[ClientLibrary, ...]:
+    """The names `telemetry.instrumentations` asks for: `auto` is every installed one."""
+    if setting == "auto":
+        return tuple(name for name, lib in CLIENT_LIBRARIES.items() if _installed(lib.module))
+    return tuple(dict.fromkeys(setting))
+
+
+@dataclass
+class ClientInstrumentation:
+    """What one app switched on; `uninstrument` switches exactly that off, once."""
+
+    names: tuple[ClientLibrary, ...] = ()
+    _instrumentors: list[Instrumentor] = field(default_factory=list, repr=False)
+
+    def uninstrument(self) -> list[Exception]:
+        """Remove this app's patches; errors gathered, not raised (for Telemetry.shutdown)."""
+        errors: list[Exception] = []
+        while self._instrumentors:
+            instrumentor = self._instrumentors.pop()
+            try:
+                if instrumentor.is_instrumented_by_opentelemetry:
+                    instrumentor.uninstrument()
+            except Exception as error:  # noqa: BLE001 - gathered and logged by the caller
+                errors.append(error)
+        return errors
+
+
+def instrument_clients(
+    names: Sequence[ClientLibrary],
+    tracer_provider: trace.TracerProvider,
+    meter_provider: metrics.MeterProvider,
+) -> ClientInstrumentation:
+    """Switch on the contrib instrumentors for `names`, with aiva's providers passed explicitly.
+
+    They patch the libraries' classes for the whole process. One that is already on
+    (another aiva app in this process, `opentelemetry-instrument`) is left as it is, with
+    the providers it was given, and is not switched off by this app's `uninstrument`.
+    """
+    tracing = not isinstance(tracer_provider, trace.NoOpTracerProvider)
+    metering = not isinstance(meter_provider, metrics.NoOpMeterProvider)
+    done = ClientInstrumentation()
+    wanted = [n for n in names if tracing or (metering and CLIENT_LIBRARIES[n].emits_metrics)]
+    if not wanted:
+        return done
+    with _stable_conventions():
+        for name in wanted:
+            instrumentor = _start(name, tracer_provider, meter_provider)
+            if instrumentor is not None:
+                done.names += (name,)
+                done._instrumentors.append(instrumentor)
+    if done.names:
+        logger.info("client libraries instrumented: %s", ", ".join(done.names))
+        if isinstance(tracer_provider, SdkTracerProvider):
+            # The processor stays with the provider, which is shut down with the app.
+            tracer_provider.add_span_processor(_CredentialMasker(done.names))
+    return done
+
+
+def _start(
+    name: ClientLibrary,
+    tracer_provider: trace.TracerProvider,
+    meter_provider: metrics.MeterProvider,
+) -> Instrumentor | None:
+    library = CLIENT_LIBRARIES[name]
+    if not _installed(library.module):
+        logger.warning("telemetry.instrumentations: %s is not installed; not instrumented", name)
+        return None
+    instrumentor = library.instrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.info(
+            "%s is already instrumented in this process (another app or opentelemetry-instrument):"
+            " left as it is, its client spans keep that instrumentation's providers",
+            name,
+        )
+        return None
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    # instrument() logs and returns without patching on a dependency conflict.
+    return instrumentor if instrumentor.is_instrumented_by_opentelemetry else None
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+class _CredentialMasker(SpanProcessor):
+    """Masks credentials in the URLs and query texts of client spans as they start.
+
+    The instrumentors set these attributes when they start the span, so `on_start` sees
+    them while the span can still be changed (`on_end` gets a read-only span).
+    """
+
+    def __init__(self, names: Sequence[ClientLibrary]) -> None:
+        self._masked = {
+            CLIENT_LIBRARIES[n].scope: CLIENT_LIBRARIES[n].masked
+            for n in names
+            if CLIENT_LIBRARIES[n].masked
+        }
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        scope = span.instrumentation_scope
+        keys = self._masked.get(scope.name) if scope is not None else None
+        if not keys:
+            return
+        attributes = span.attributes or {}
+        for key in keys:
+            value = attributes.get(key)
+            if isinstance(value, str) and (masked := mask_text(value)) != value:
+                span.set_attribute(key, masked)
+
+
+@contextmanager
+def _stable_conventions() -> Iterator[None]:
+    """The stable HTTP and database conventions for the instrumentors set up in the block.
+
+    At 0.66b1 the contrib instrumentors emit the old conventions (`http.url`,
+    `http.client.duration` in ms, `db.statement`, `net.peer.name`) unless the process
+    sets OTEL_SEMCONV_STABILITY_OPT_IN, read once into a private class of
+    opentelemetry-instrumentation; each instrumentor copies the mode when it is
+    instrumented. aiva's contract is the stable conventions without any opt-in
+    variable, so the mode is set to stable for those calls only and put back after:
+    other instrumentations in the process keep theirs, nothing leaks into os.environ
+    or child processes, and a mode the user chose (`http/dup`, `database/dup`) is kept.
+    Setting the variable instead would change every instrumentation in the process,
+    and would do nothing once anything had read it. If the private hook is gone or
+    does not take, the instrumentors' own default stays in force with one warning.
+    """
+    hook = _stability_hook()
+    if hook is None:
+        yield
+        return
+    stability, saved = hook
+    try:
+        yield
+    finally:
+        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = saved
+
+
+def _stability_hook() -> tuple[Any, dict[Any, Any]] | None:
+    """Switch the stability mapping to stable; (its class, the saved mapping) or None."""
+    try:
+        # private: opentelemetry.instrumentation._semconv (see _stable_conventions).
+        from opentelemetry.instrumentation import _semconv
+
+        stability: Any = _semconv._OpenTelemetrySemanticConventionStability
+        signal, mode = _semconv._OpenTelemetryStabilitySignalType, _semconv._StabilityMode
+        stability._initialize()
+        saved = stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING
+        stable = {signal.HTTP: mode.HTTP, signal.DATABASE: mode.DATABASE}
+        chosen = {s: m for s, m in stable.items() if saved.get(s, mode.DEFAULT) is mode.DEFAULT}
+        read = stability._get_opentelemetry_stability_opt_in_mode
+    except (ImportError, AttributeError, TypeError) as error:
+        logger.warning("client spans keep the old semantic conventions: %s", error)
+        return None
+    stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {**saved, **chosen}
+    if not all(read(s) is m for s, m in chosen.items()):
+        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = saved
+        logger.warning(
+            "client spans keep the old semantic conventions: the stable mode did not take"
+        )
+        return None
+    return stability, saved
