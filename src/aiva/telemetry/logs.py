@@ -406,6 +406,7 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
         handler = OtlpLogHandler(otlp_logs)
         root.addHandler(handler)
         undo.append(lambda: root.removeHandler(handler))
+        undo.append(_take_out_other_otlp_handlers(root))
 
     def release() -> None:
         for step in reversed(undo):
@@ -413,3 +414,30 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
         undo.clear()
 
     return release
+
+
+def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
+    """Remove the OpenTelemetry packages' own logging handlers from the root logger;
+    returns what puts them back.
+
+    `opentelemetry-instrument` adds opentelemetry-instrumentation-logging's handler
+    (and re-adds it after every dictConfig); it sends every record to the global logger
+    provider, which is aiva's: each record reached the collector twice.
+    """
+    theirs = [
+        h
+        for h in root.handlers
+        if type(h).__name__ == "LoggingHandler" and type(h).__module__.startswith("opentelemetry.")
+    ]
+    for handler in theirs:
+        root.removeHandler(handler)
+    if theirs:
+        logging.getLogger(__name__).info(
+            "OpenTelemetry's own logging handler removed: aiva exports the log records"
+        )
+
+    def put_back() -> None:
+        for handler in theirs:
+            root.addHandler(handler)
+
+    return put_back

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
 import psutil
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+logger = logging.getLogger(__name__)
 
 # The contrib instrumentor's metrics whose names are the current semantic conventions
 # (its process.runtime.* names are the deprecated ones and are left out).
@@ -34,12 +37,24 @@ class SystemMetrics:
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         self._meter_provider = meter_provider
-        # The contrib instrumentor is a per-process singleton (BaseInstrumentor).
-        self._instrumentor = SystemMetricsInstrumentor(config=SYSTEM_METRICS)
+        self._owned = False
 
     def start(self) -> None:
-        if not self._instrumentor.is_instrumented_by_opentelemetry:
-            self._instrumentor.instrument(meter_provider=self._meter_provider)
+        # The contrib instrumentor is a per-process singleton (BaseInstrumentor), and
+        # calling the class runs __init__ on that one instance again, replacing its
+        # config: under `opentelemetry-instrument`, which instrumented it with every
+        # metric, aiva's shorter config made each of its callbacks fail (12 tracebacks
+        # a collection). __new__ hands out the instance without re-initialising it.
+        instrumentor = SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            logger.info(
+                "system metrics are instrumented already in this process (another app or "
+                "opentelemetry-instrument): left as they are"
+            )
+        else:
+            instrumentor.__init__(config=SYSTEM_METRICS)  # type: ignore[misc]
+            instrumentor.instrument(meter_provider=self._meter_provider)
+            self._owned = True
         meter = self._meter_provider.get_meter("aiva.system")
         # psutil fills the gap: the contrib package has no process.uptime.
         meter.create_observable_gauge(
@@ -47,8 +62,11 @@ class SystemMetrics:
         )
 
     def stop(self) -> None:
-        if self._instrumentor.is_instrumented_by_opentelemetry:
-            self._instrumentor.uninstrument()
+        """Uninstrument what this app instrumented (and nothing another one did)."""
+        instrumentor = SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
+        if self._owned and instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        self._owned = False
 
 
 def _uptime(options: CallbackOptions) -> Iterable[Observation]:
