@@ -178,3 +178,48 @@ def starlette_lean() -> Starlette:
     tracer_provider = _tracer_provider()
     middleware = [Middleware(OpenTelemetryMiddleware, tracer_provider=tracer_provider)]
     return _starlette(_item, [tracer_provider], middleware=middleware)
+
+
+# --- the pairs compared with their own baseline --------------------------------------------------
+
+
+def fastapi_app() -> Any:
+    """Plain FastAPI serving ROUTE the FastAPI way: bare under uvicorn, and the app that
+    `aiva serve apps:fastapi_app --factory` instruments (`aiva.instrument(app, settings)`)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get(ROUTE)
+    async def read_item(item_id: str) -> dict[str, str]:
+        return {"item_id": item_id, "name": "demo"}
+
+    return app
+
+
+# The local upstream's address (benchmarks/upstream.py), set by the benchmark.
+UPSTREAM_VARIABLE = "BENCH_UPSTREAM_URL"
+
+
+async def _call_upstream(request: Request) -> Response:
+    """ROUTE making one GET to the upstream with the lifespan's client."""
+    upstream = await request.state.upstream.get(request.state.upstream_url)
+    upstream.raise_for_status()  # a failing upstream shows as a 500 (wrk counts it)
+    return JSONResponse({"item_id": request.path_params["item_id"], "name": upstream.text})
+
+
+@contextlib.asynccontextmanager
+async def _client_lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    """One httpx.AsyncClient for the app's life, handed to requests through state."""
+    import httpx
+
+    # trust_env=False: no proxy variable of the calling shell may reroute loopback calls.
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield {"upstream": client, "upstream_url": os.environ[UPSTREAM_VARIABLE]}
+
+
+def upstream_call() -> Starlette:
+    """ROUTE calling the upstream once over httpx, for `aiva serve apps:upstream_call
+    --factory`: `create_app`'s own construction (instrument on a plain Starlette) with
+    the client's lifespan, which `create_app` takes no argument for."""
+    return Starlette(routes=[Route(ROUTE, _call_upstream)], lifespan=_client_lifespan)

@@ -1,4 +1,5 @@
-"""Overhead benchmark: bare Starlette vs aiva and stock OpenTelemetry, under wrk, into rotel."""
+"""Overhead benchmark: bare Starlette vs aiva and stock OpenTelemetry, under wrk, into rotel;
+and, against their own baselines, FastAPI under aiva.instrument and an httpx client span."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +24,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from comparisons import SECTION_CONFIGS, checks, tables
+from configs import BREAKDOWN, BY_NAME, CONFIGS, BenchConfig, with_baselines
 from harness import (
     LOOPBACK,
     SERVER_CORE,
@@ -42,6 +45,7 @@ from harness import (
     wait_for_route,
 )
 from report import BARE, RunResult, Summary, failures, last_line, summarize, table, targets
+from upstream import Upstream
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROUTE_PATH = "/api/demo/items/42"  # GET /api/demo/items/{item_id} in every configuration
@@ -50,131 +54,7 @@ START_TIMEOUT_S = 60.0
 # aiva finishes in-flight requests (graceful_timeout_s 10) and then flushes (OTLP timeout 10).
 STOP_TIMEOUT_S = 45.0
 RUN_OVERHEAD_S = 2.5  # start-up, probes, shutdown and collector settling, for the estimate
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """One server configuration under test."""
-
-    name: str
-    description: str
-    factory: str | None = None  # a factory in benchmarks/apps.py; None: `python -m aiva serve`
-    env: Mapping[str, str] = field(default_factory=dict)
-    sampler_ratio: float = 1.0
-    spans_per_request: int = 0  # spans one sampled request of the route creates
-    logs_per_request: int = 0  # log records one request sends to OTLP
-    prometheus: bool = False
-    default: bool = True  # run without --only; the layer_* breakdown runs on --breakdown
-
-
-def _stock_env(ratio: float = 1.0) -> dict[str, str]:
-    """Standard OTEL_* sampling variables for the stock apps."""
-    return {
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
-    }
-
-
-def _aiva_env(
-    ratio: float = 1.0,
-    metrics: bool = False,
-    logs: bool = False,
-    instrumentation: str = "aiva",
-    *,
-    telemetry: bool = True,
-    access_line: bool | None = None,
-) -> dict[str, str]:
-    """AIVA_* variables for one aiva configuration (OTLP endpoint and config dir added per run).
-
-    `access_line` (default: as `logs`) sets the level to INFO, so the access line is
-    written to the console; `logs` also sends it over OTLP.
-    """
-    flag = {True: "true", False: "false"}
-    info = logs if access_line is None else access_line
-    return {
-        "AIVA_TELEMETRY__ENABLED": flag[telemetry],
-        "AIVA_TELEMETRY__TRACES__ENABLED": "true",
-        "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": str(ratio),
-        "AIVA_TELEMETRY__METRICS__ENABLED": flag[metrics],
-        "AIVA_TELEMETRY__METRICS__PROMETHEUS__ENABLED": flag[metrics],
-        "AIVA_TELEMETRY__LOGS__OTLP": flag[logs],
-        # Without the per-request INFO log, INFO would still print one access line a request.
-        "AIVA_TELEMETRY__LOGS__LEVEL": "INFO" if info else "WARNING",
-        "AIVA_TELEMETRY__INSTRUMENTATION": instrumentation,
-    }
-
-
-# Stock contrib instrumentation makes 3 spans a request: the server span plus an internal
-# "http send" span for each of http.response.start and http.response.body.
-STOCK_SPANS = 3
-
-CONFIGS: tuple[BenchConfig, ...] = (
-    BenchConfig(BARE, "plain Starlette, no OpenTelemetry", factory="bare"),
-    BenchConfig(
-        "stock_traces", "contrib StarletteInstrumentor + BatchSpanProcessor/OTLP gRPC, ratio 1.0",
-        factory="stock_traces", env=_stock_env(), spans_per_request=STOCK_SPANS,
-    ),
-    BenchConfig(
-        "stock_traces_prom", "stock_traces + PrometheusMetricReader",
-        factory="stock_traces_prom", env=_stock_env(), spans_per_request=STOCK_SPANS,
-        prometheus=True,
-    ),
-    BenchConfig(
-        "stock_full", "stock traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
-        factory="stock_full", env=_stock_env(), spans_per_request=STOCK_SPANS,
-        logs_per_request=1, prometheus=True,
-    ),
-    BenchConfig(
-        "stock_full_01", "stock_full at sampler ratio 0.1",
-        factory="stock_full", env=_stock_env(0.1), sampler_ratio=0.1,
-        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
-    ),
-    BenchConfig(
-        "starlette_lean", "Starlette 1.10 OpenTelemetryMiddleware + BatchSpanProcessor/OTLP gRPC",
-        factory="starlette_lean", env=_stock_env(), spans_per_request=1,
-    ),
-    BenchConfig(
-        "aiva_traces", "aiva, traces only, ratio 1.0",
-        env=_aiva_env(), spans_per_request=1,
-    ),
-    BenchConfig(
-        "aiva_traces_prom", "aiva, traces 1.0 + metrics (Prometheus; OTLP too, endpoint is set)",
-        env=_aiva_env(metrics=True), spans_per_request=1, prometheus=True,
-    ),
-    BenchConfig(
-        "aiva_full", "aiva: traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
-        env=_aiva_env(metrics=True, logs=True), spans_per_request=1, logs_per_request=1,
-        prometheus=True,
-    ),
-    # The breakdown (--breakdown): aiva_full_01 built up one layer at a time; aiva_full_01
-    # is layer_console_01 + the same line as an OTLP log record.
-    BenchConfig(
-        "layer_app", "aiva's app and middleware, telemetry off, no access line",
-        env=_aiva_env(telemetry=False), default=False,
-    ),
-    BenchConfig(
-        "layer_traces_metrics_01", "layer_app + traces at ratio 0.1 + metrics (Prometheus, OTLP)",
-        env=_aiva_env(0.1, metrics=True), sampler_ratio=0.1, spans_per_request=1,
-        prometheus=True, default=False,
-    ),
-    BenchConfig(
-        "layer_console_01", "layer_traces_metrics_01 + the JSON access line on the console",
-        env=_aiva_env(0.1, metrics=True, access_line=True), sampler_ratio=0.1,
-        spans_per_request=1, prometheus=True, default=False,
-    ),
-    BenchConfig(
-        "aiva_full_01", "aiva full pipeline at sampler ratio 0.1",
-        env=_aiva_env(0.1, metrics=True, logs=True), sampler_ratio=0.1, spans_per_request=1,
-        logs_per_request=1, prometheus=True,
-    ),
-    BenchConfig(
-        "aiva_stock_full", "aiva full pipeline with telemetry.instrumentation=stock",
-        env=_aiva_env(metrics=True, logs=True, instrumentation="stock"),
-        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
-    ),
-)  # fmt: skip
-BREAKDOWN = ("layer_app", "layer_traces_metrics_01", "layer_console_01", "aiva_full_01")
-BY_NAME = {c.name: c for c in CONFIGS}
+UPSTREAM_VARIABLE = "BENCH_UPSTREAM_URL"  # read by apps.upstream_call
 
 
 @dataclass
@@ -186,6 +66,7 @@ class Context:
     registry: Registry
     workdir: Path
     aiva_config_dir: Path
+    upstream: Upstream | None = None  # started when a configuration calls it
 
 
 # --- one run -----------------------------------------------------------------------------------
@@ -195,7 +76,8 @@ def server_argv(config: BenchConfig, port: int) -> list[str]:
     """The server command, pinned to the server core."""
     pin = ["taskset", "-c", SERVER_CORE, sys.executable]
     if config.factory is None:
-        return [*pin, "-m", "aiva", "serve", "--host", LOOPBACK, "--port", str(port)]
+        target = [f"apps:{config.serves}", "--factory"] if config.serves else []
+        return [*pin, "-m", "aiva", "serve", *target, "--host", LOOPBACK, "--port", str(port)]
     return [
         *pin, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "--factory", f"apps:{config.factory}",
         "--host", LOOPBACK, "--port", str(port), "--workers", "1",
@@ -211,12 +93,18 @@ def server_env(config: BenchConfig, ctx: Context) -> dict[str, str]:
             "AIVA_TELEMETRY__OTLP__ENDPOINT": ctx.rotel.grpc_endpoint,
             **config.env,
         }
+        if config.serves:  # `aiva serve apps:...` imports benchmarks/apps.py
+            extra["PYTHONPATH"] = str(BENCH_DIR)
     else:
         extra = {
             "OTEL_SERVICE_NAME": f"bench-{config.name}",
             "OTEL_EXPORTER_OTLP_ENDPOINT": ctx.rotel.grpc_endpoint,
             **config.env,
         }
+    if config.upstream:
+        if ctx.upstream is None:
+            raise BenchError(f"{config.name} needs the upstream, which was not started")
+        extra[UPSTREAM_VARIABLE] = ctx.upstream.url
     return clean_env(extra)
 
 
@@ -236,11 +124,12 @@ def measure(config: BenchConfig, server: Owned, port: int, result: RunResult, ct
     """Warm up, then the measured wrk run with CPU time around it; fills result."""
     url = f"http://{LOOPBACK}:{port}{ROUTE_PATH}"
     wrk_log = ctx.workdir / "wrk.log"
-    warm = run_wrk(url, ctx.opts.warmup, ctx.opts.connections, wrk_log)
+    connections = config.connections or ctx.opts.connections
+    warm = run_wrk(url, ctx.opts.warmup, connections, wrk_log)
     result.warmup_requests = warm.requests
     try:
         cpu_before = cpu_seconds(server.pid)
-        measured = run_wrk(url, ctx.opts.duration, ctx.opts.connections, wrk_log)
+        measured = run_wrk(url, ctx.opts.duration, connections, wrk_log)
         cpu_after = cpu_seconds(server.pid)
         result.peak_rss_mib = peak_rss_mib(server.pid)
     except (psutil.Error, OSError) as exc:
@@ -269,6 +158,8 @@ def collect(config: BenchConfig, result: RunResult, ctx: Context, mark: int) -> 
     """What the collector received in this run's window, and what the server sent."""
     ctx.rotel.settle()
     ctx.rotel.check_alive()
+    if config.upstream and ctx.upstream is not None:
+        ctx.upstream.check_alive()
     received = ctx.rotel.received(mark)
     result.spans_received, result.logs_received = received.spans, received.logs
     result.metric_exports_received = received.metrics
@@ -339,20 +230,25 @@ def run_rounds(configs: Sequence[BenchConfig], ctx: Context) -> list[RunResult]:
 
 
 def summaries(configs: Sequence[BenchConfig], results: Sequence[RunResult]) -> list[Summary]:
-    """One Summary per configuration."""
-    bare = [r for r in results if r.config == BARE]
+    """One Summary per configuration, against its baseline (bare, unless it names another)."""
+
+    def runs(name: str) -> list[RunResult]:
+        return [r for r in results if r.config == name]
+
     return [
-        summarize(
-            c.name, c.description, c.sampler_ratio, [r for r in results if r.config == c.name], bare
-        )
+        summarize(c.name, c.description, c.sampler_ratio, runs(c.name), runs(c.baseline))
         for c in configs
     ]
 
 
 def report(
-    configs: Sequence[BenchConfig], sums: Sequence[Summary], opts: argparse.Namespace
+    configs: Sequence[BenchConfig],
+    sums: Sequence[Summary],
+    results: Sequence[RunResult],
+    opts: argparse.Namespace,
 ) -> None:
-    """Print the table, failures, targets and, last, the full pipeline's ratio."""
+    """Print the table, failures, targets, the pairs with their own baselines and their
+    checks, and, last, the full pipeline's ratio."""
     signals = {c.name: (c.spans_per_request > 0, c.logs_per_request > 0) for c in configs}
     by_name = {s.config: s for s in sums}
     print(
@@ -360,11 +256,15 @@ def report(
         f"wrk -t1 -c{opts.connections} on core 1, server on core 0; medians over rounds; "
         "x bare = median of same-round ratios"
     )
-    print("\n".join(table(sums, signals)))
+    print("\n".join(table([s for s in sums if s.config not in SECTION_CONFIGS], signals)))
     for line in failures(sums):
         print(line)
     for line in targets(by_name):
         print(line)
+    paired = tables(by_name, {c.name: c.baseline for c in configs}, signals)
+    if paired:
+        print("\n".join(paired))
+        print("\n".join(checks(results)))
     print(last_line(by_name))
 
 
@@ -397,7 +297,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         epilog="configurations: " + ", ".join(c.name for c in CONFIGS),
     )
-    parser.add_argument("--only", help="comma-separated configurations (bare is always added)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated configurations (bare and the baselines they need are added)",
+    )
     parser.add_argument(
         "--breakdown",
         action="store_true",
@@ -429,15 +332,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def select(parser: argparse.ArgumentParser, only: str | None) -> list[BenchConfig]:
-    """The chosen configurations in catalogue order, bare first."""
+    """The chosen configurations and the baselines they need, in catalogue order, bare first."""
     if not only:
         return [c for c in CONFIGS if c.default]
     names = {n.strip() for n in only.split(",") if n.strip()}
     unknown = sorted(names - BY_NAME.keys())
     if unknown:
         parser.error(f"unknown configuration(s): {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
-    names.add(BARE)
-    return [c for c in CONFIGS if c.name in names]
+    return with_baselines([BY_NAME[n] for n in names])
 
 
 def check_tools() -> None:
@@ -463,13 +365,16 @@ def execute(opts: argparse.Namespace, workdir: Path) -> int:
         config_dir = workdir / "aiva-config"  # empty: aiva runs on package defaults + variables
         config_dir.mkdir()
         ctx = Context(opts, rotel, registry, workdir, config_dir)
+        if any(c.upstream for c in opts.configs):
+            ctx.upstream = Upstream(workdir, registry)
+            ctx.upstream.start()
         results = run_rounds(opts.configs, ctx)
     finally:
         registry.stop_all()
     sums = summaries(opts.configs, results)
     if opts.json:
         write_json(opts.json, opts, results, sums)
-    report(opts.configs, sums, opts)
+    report(opts.configs, sums, results, opts)
     return 0
 
 

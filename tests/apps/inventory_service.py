@@ -24,9 +24,11 @@ logger = logging.getLogger("inventory")
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     pool = await asyncpg.create_pool(os.environ["INVENTORY_DSN"], min_size=1, max_size=2)
     cache = redis.Redis.from_url(os.environ["INVENTORY_REDIS"])
+    logger.info("inventory ready")
     try:
         yield {"pool": pool, "cache": cache}
     finally:
+        logger.info("inventory closing")
         await cache.aclose()
         await pool.close()
 

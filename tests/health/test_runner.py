@@ -360,7 +360,7 @@ def test_a_plain_check_that_overruns_times_out_and_is_not_piled_up() -> None:
     async def scenario() -> None:
         started = time.monotonic()
         [first] = await r.evaluate()
-        assert time.monotonic() - started < 0.2 + 0.3  # abandoned, not awaited
+        assert time.monotonic() - started < 0.2 + 2  # abandoned, not awaited (it hangs 10 s)
         assert (first.status, first.message) == (Status.UNHEALTHY, "timed out after 0.2s")
         [second] = await r.evaluate()  # the abandoned call still holds its thread
         assert (second.status, second.message) == (

@@ -152,7 +152,8 @@ def test_one_operation_shared_by_concurrent_tasks(
         # Each span covers its own task's block (and so its own sleep), not another's.
         assert span.start_time is not None and span.end_time is not None
         assert span.start_time <= inside[i][0] and inside[i][1] <= span.end_time, i
-        assert span.end_time - span.start_time < (0.010 + i * 0.002 + 0.05) * 1e9, i
+        # Not ended by a later task's exit (generous: a busy host delays wake-ups).
+        assert span.end_time - span.start_time < (0.010 + i * 0.002 + 0.5) * 1e9, i
         assert span.parent is not None and span.parent.span_id == batch.context.span_id
     [point] = otel.metric_points("aiva.operation.duration")
     assert point.count == 50  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ from infra.redis import RedisServer
 from infra.rotel import Rotel
 from tests.test_cli import aiva as run_aiva
 
-HTTPX_SCOPE = "opentelemetry.instrumentation.httpx"
+HTTPX_SCOPE = "aiva.httpx"
 ASYNCPG_SCOPE = "opentelemetry.instrumentation.asyncpg"
 REDIS_SCOPE = "opentelemetry.instrumentation.redis"
 REDIS_PASSWORD = "redis-s3cret"

@@ -165,6 +165,15 @@ def test_one_trace_across_two_services(
         lambda r: r["trace_id"] == trace_id and r["resource"].get("service.name") == "orders"
     )
 
+    # aiva's pipeline is up before B's own lifespan starts and flushed after it ends:
+    # both of its lifespan's lines reach the collector.
+    assert inventory.terminate(timeout=20) == 0
+    for line in ("inventory ready", "inventory closing"):
+        collector.wait_for_log_records(
+            lambda r, line=line: r["body"] == line  # type: ignore[misc]
+            and r["resource"].get("service.name") == "inventory"
+        )
+
 
 def test_a_fastapi_app_makes_one_server_span_and_one_series_per_route(
     rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]

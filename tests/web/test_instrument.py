@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -124,6 +128,79 @@ def test_fastapis_own_telemetry_yields() -> None:
     assert not any(app._telemetry[key] for key in ("tracing", "metrics", "logs"))
 
 
+def recorded_spans(client: TestClient) -> InMemorySpanExporter:
+    """The spans the running app makes from now on (its provider is aiva's own)."""
+    spans = InMemorySpanExporter()
+    provider = client.app_state["aiva"].telemetry.tracer_provider
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    return spans
+
+
+def server_spans(spans: InMemorySpanExporter) -> list[str]:
+    """The names of the SERVER spans (health rounds make spans of their own meanwhile)."""
+    return [s.name for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+
+
+def test_routes_of_included_routers_and_plain_routes_keep_their_full_template() -> None:
+    app = FastAPI()
+    items = APIRouter()
+
+    @items.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    app.include_router(items, prefix="/v1")
+    app.include_router(items, prefix="/v2")
+    app.add_route("/plain/{name}", own_health)
+    aiva.instrument(app, settings())
+    with TestClient(app) as client:
+        spans = recorded_spans(client)
+        for path in ("/v1/items/1", "/v2/items/2", "/v2/items/3", "/plain/x", "/docs"):
+            assert client.get(path).status_code == 200
+        text = client.get("/metrics").text
+    assert request_count(text, "/v1/items/{item_id}") == 1
+    assert request_count(text, "/v2/items/{item_id}") == 2
+    assert request_count(text, "/plain/{name}") == 1
+    assert request_count(text, "/docs") == 1
+    assert server_spans(spans) == [
+        "GET /v1/items/{item_id}",
+        "GET /v2/items/{item_id}",
+        "GET /v2/items/{item_id}",
+        "GET /plain/{name}",
+        "GET /docs",
+    ]
+
+
+def test_a_fastapi_app_mounted_below_makes_no_span_of_its_own() -> None:
+    # Its own telemetry is pointed at a provider of its own, to see whether it runs.
+    theirs = InMemorySpanExporter()
+    their_provider = TracerProvider()
+    their_provider.add_span_processor(SimpleSpanProcessor(theirs))
+    sub = FastAPI(telemetry={"tracer_provider": their_provider, "metrics": False, "logs": False})
+
+    @sub.get("/users/{user_id}")
+    async def user(user_id: int) -> dict[str, int]:
+        return {"user": user_id}
+
+    outer = aiva.instrument(Starlette(), settings())
+    outer.mount("/admin", sub)  # after instrument(): seen per request, not at set-up
+    with TestClient(outer) as client:
+        spans = recorded_spans(client)
+        assert client.get("/admin/users/7").json() == {"user": 7}
+    assert theirs.get_finished_spans() == ()
+    assert server_spans(spans) == ["GET /admin/users/{user_id}"]
+
+
+def test_probe_paths_stay_untraced_behind_a_root_path() -> None:
+    app = aiva.instrument(stateful_app("behind"), settings())
+    with TestClient(app, root_path="/api") as client:
+        spans = recorded_spans(client)
+        assert client.get("/api/livez").text == "ok"
+        assert client.get("/api/metrics").status_code == 200
+        assert client.get("/api/things/1").status_code == 200
+    assert server_spans(spans) == ["GET /api/things/{thing_id}"]
+
+
 # --- aiva's paths against the app's own ------------------------------------------------
 
 
@@ -150,6 +227,32 @@ def test_the_app_keeps_its_path_when_it_says_so() -> None:
     with TestClient(app) as client:
         assert client.get("/health").text == "the app's own health"
         assert client.get("/health/live").status_code == 200  # the rest is aiva's
+
+
+def test_a_route_added_after_instrument_is_checked_at_start() -> None:
+    app = aiva.instrument(FastAPI(), settings())
+
+    @app.get("/health")  # the usual order: the decorators run after instrument()
+    async def health() -> str:
+        return "the app's own"
+
+    with pytest.raises(InstrumentationError, match="GET /health"), TestClient(app):
+        pass
+
+    kept = aiva.instrument(FastAPI(), settings(), on_conflict="app")
+    kept.get("/health")(health)
+    with TestClient(kept) as client:
+        assert client.get("/health").json() == "the app's own"
+        assert client.get("/health/ready").status_code == 200
+
+
+def test_another_method_on_an_aiva_path_is_no_conflict() -> None:
+    app = aiva.instrument(
+        Starlette(routes=[Route("/health", own_health, methods=["POST"])]), settings()
+    )
+    with TestClient(app) as client:
+        assert client.post("/health").text == "the app's own health"
+        assert client.get("/health").json()["status"] == "healthy"
 
 
 def test_a_catch_all_route_is_no_conflict() -> None:
@@ -208,6 +311,20 @@ def test_an_instrumented_app_mounted_under_a_plain_one() -> None:
     assert "/svc/things/{thing_id}" in routes
 
 
+def test_under_a_fastapi_app_that_traces_requests_itself_there_is_still_one_span() -> None:
+    theirs = InMemorySpanExporter()
+    their_provider = TracerProvider()
+    their_provider.add_span_processor(SimpleSpanProcessor(theirs))
+    outer = FastAPI(telemetry={"tracer_provider": their_provider, "metrics": False, "logs": False})
+    outer.mount("/svc", aiva.instrument(stateful_app("inner"), settings()))
+    aiva.run_mounted_lifespans(outer)
+    with TestClient(outer) as client:
+        ours = recorded_spans(client)
+        assert client.get("/svc/things/4").json()["resource"] == "inner is up"
+    assert [s.kind for s in theirs.get_finished_spans()] == [SpanKind.SERVER]
+    assert server_spans(ours) == []
+
+
 def test_without_its_lifespan_an_instrumented_app_says_why() -> None:
     inner = aiva.instrument(stateful_app("inner"), settings())
     outer = Starlette(routes=[Mount("/svc", app=inner)])  # Starlette runs no mounted lifespan
@@ -224,22 +341,46 @@ def test_only_the_outermost_app_is_instrumented() -> None:
 # --- two apps in one process -------------------------------------------------------------
 
 
-def test_two_instrumented_apps_in_one_process_keep_to_their_own() -> None:
+@contextmanager
+def unconfigured_root() -> Iterator[logging.Logger]:
+    """The root logger as a plain `uvicorn module:app` leaves it: no handlers (pytest's
+    own, added for each test phase, are put back afterwards)."""
     root = logging.getLogger()
-    before = list(root.handlers)
-    first = aiva.instrument(stateful_app("first"), settings())
-    second = aiva.instrument(stateful_app("second"), settings())
-    with TestClient(first) as one:
-        handlers_of_first = list(root.handlers)
-        with TestClient(second) as two:
-            for _ in range(3):
-                assert one.get("/things/1").status_code == 200
-            assert two.get("/things/1").status_code == 200
-            text_one, text_two = one.get("/metrics").text, two.get("/metrics").text
-            # The second app left the first one's logging alone...
-            assert root.handlers == handlers_of_first
-        assert root.handlers == handlers_of_first  # ...and did not take it down on stopping
-    assert root.handlers == before  # the first one restored what was there
+    pytest_handlers = list(root.handlers)
+    root.handlers.clear()
+    try:
+        yield root
+    finally:
+        root.handlers[:] = pytest_handlers
+
+
+def test_logging_the_service_set_up_itself_is_left_alone() -> None:
+    root = logging.getLogger()  # pytest's handlers: configured, as basicConfig would
+    before, level = list(root.handlers), root.level
+    with TestClient(aiva.instrument(stateful_app("own"), settings())):
+        assert root.handlers == before and root.level == level
+    assert root.handlers == before
+
+
+def test_two_instrumented_apps_in_one_process_keep_to_their_own() -> None:
+    with unconfigured_root() as root:
+        uvicorn_error = logging.getLogger("uvicorn.error")
+        before, uvicorn_before = list(root.handlers), list(uvicorn_error.handlers)
+        first = aiva.instrument(stateful_app("first"), settings())
+        second = aiva.instrument(stateful_app("second"), settings())
+        with TestClient(first) as one:
+            handlers_of_first = list(root.handlers)
+            with TestClient(second) as two:
+                for _ in range(3):
+                    assert one.get("/things/1").status_code == 200
+                assert two.get("/things/1").status_code == 200
+                text_one, text_two = one.get("/metrics").text, two.get("/metrics").text
+                # The second app left the first one's logging alone...
+                assert root.handlers == handlers_of_first
+            assert root.handlers == handlers_of_first  # ...and did not take it down on stopping
+        assert handlers_of_first and not before  # the first one configured it
+        assert root.handlers == before  # and restored what was there, uvicorn's loggers too
+        assert uvicorn_error.handlers == uvicorn_before
     # Each app's requests reach its own providers only.
     assert request_count(text_one, "/things/{thing_id}") == 3
     assert request_count(text_two, "/things/{thing_id}") == 1

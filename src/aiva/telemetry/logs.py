@@ -381,27 +381,25 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
 
     The root logger is one per process, so two aiva apps in one process (tests, a
     service mounting two) share it rather than take it from each other:
-    - console and file: configured here only when neither the server (`aiva serve`)
-      nor another running app has (a plain `uvicorn module:app`), and then restored
-      to what was there before when this app stops;
+    - console and file: configured here only when nothing has configured the root
+      logger yet (a plain `uvicorn module:app`: uvicorn sets up its own loggers only),
+      and then restored to what was there before when this app stops. Logging set up
+      by `aiva serve`, by the service itself (basicConfig, dictConfig) or by another
+      running app is left as it is;
     - OTLP: this app's handler is added unless another app's is there already, whose
       pipeline then carries every record of the process.
     """
     root = logging.getLogger()
     undo: list[Callable[[], None]] = []
-    if not getattr(root, _CONFIGURED_ATTR, False):
-        saved_handlers, saved_level = list(root.handlers), root.level
+    if not root.handlers and not getattr(root, _CONFIGURED_ATTR, False):
+        restore = _snapshot((root, *map(logging.getLogger, _CONFIGURED_LOGGERS)))
         configure_logging(settings)
 
-        def restore() -> None:
-            for handler in root.handlers:
-                if handler not in saved_handlers:
-                    handler.close()
-            root.handlers[:] = saved_handlers
-            root.setLevel(saved_level)
+        def unconfigure() -> None:
+            restore()
             delattr(root, _CONFIGURED_ATTR)
 
-        undo.append(restore)
+        undo.append(unconfigure)
     if otlp_logs is not None and not any(isinstance(h, OtlpLogHandler) for h in root.handlers):
         handler = OtlpLogHandler(otlp_logs)
         root.addHandler(handler)
@@ -441,3 +439,24 @@ def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
             root.addHandler(handler)
 
     return put_back
+
+
+# The loggers configure_logging sets besides the root (restored with it).
+_CONFIGURED_LOGGERS = (*_UVICORN_LOGGERS, "uvicorn.access", "httpx", "httpcore", "opentelemetry")
+
+
+def _snapshot(loggers: tuple[logging.Logger, ...]) -> Callable[[], None]:
+    """What puts these loggers' handlers, levels and propagation back as they are now,
+    closing the handlers added meanwhile."""
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+
+    def restore() -> None:
+        for logger_, handlers, level, propagate in saved:
+            for handler in logger_.handlers:
+                if handler not in handlers:
+                    handler.close()
+            logger_.handlers[:] = handlers
+            logger_.setLevel(level)
+            logger_.propagate = propagate
+
+    return restore

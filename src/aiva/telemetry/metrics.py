@@ -46,6 +46,8 @@ class Metrics:
     provider: MeterProvider
     registry: CollectorRegistry
     request_duration: ProducedHistogram | None  # None: recorded through the SDK instead
+    # http.client.request.duration of aiva's httpx client spans, aggregated the same way.
+    client_duration: ProducedHistogram | None = None
 
 
 REQUEST_DURATION = "http.server.request.duration"
@@ -62,6 +64,19 @@ def request_duration_histogram() -> ProducedHistogram:
     )
 
 
+CLIENT_DURATION = "http.client.request.duration"
+
+
+def client_duration_histogram() -> ProducedHistogram:
+    return ProducedHistogram(
+        CLIENT_DURATION,
+        unit="s",
+        description="Duration of HTTP client requests.",
+        boundaries=DURATION_BUCKETS_S,
+        scope=InstrumentationScope("aiva.httpx", __version__),
+    )
+
+
 def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) -> Metrics:
     """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set."""
     registry = CollectorRegistry(auto_describe=True)
@@ -72,12 +87,10 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
     # aiva aggregates explicit buckets only: when the OTLP exporter asks for another
     # histogram aggregation (OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=
     # base2_exponential_bucket_histogram), the request duration goes through the SDK.
-    request_duration = (
-        request_duration_histogram()
-        if exporter is None or takes_explicit_buckets(exporter)
-        else None
-    )
-    producers = (request_duration,) if request_duration is not None else ()
+    explicit = exporter is None or takes_explicit_buckets(exporter)
+    request_duration = request_duration_histogram() if explicit else None
+    client_duration = client_duration_histogram() if explicit else None
+    producers = tuple(p for p in (request_duration, client_duration) if p is not None)
     readers: list[MetricReader] = []
     metrics = settings.telemetry.metrics
     if metrics.prometheus.enabled:
@@ -101,7 +114,7 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
         shutdown_on_exit=False,  # shut down by the lifespan, within its deadline
     )
     _register_self_metrics(provider, stats)
-    return Metrics(provider, registry, request_duration)
+    return Metrics(provider, registry, request_duration, client_duration)
 
 
 def takes_explicit_buckets(exporter: MetricExporter) -> bool:

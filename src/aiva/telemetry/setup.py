@@ -88,13 +88,13 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
     meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
     registry = CollectorRegistry()
-    logger_provider = sampler = system = request_duration = None
+    logger_provider = sampler = system = request_duration = client_duration = None
     if config.enabled and config.traces.enabled:
         tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
     if config.enabled and config.metrics.enabled:
         built = build_metrics(settings, resource, stats)
         meter_provider, registry = built.provider, built.registry
-        request_duration = built.request_duration
+        request_duration, client_duration = built.request_duration, built.client_duration
         system = SystemMetrics(meter_provider)
         system.start()
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
@@ -104,7 +104,7 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     clients = None
     if config.enabled:
         names = client_libraries(config.instrumentations)
-        clients = instrument_clients(names, tracer_provider, meter_provider)
+        clients = instrument_clients(names, tracer_provider, meter_provider, client_duration)
     telemetry = Telemetry(
         tracer_provider,
         meter_provider,

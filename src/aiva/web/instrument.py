@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
-from typing import Literal, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Literal, TypeVar, cast
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -21,7 +22,7 @@ from aiva.settings import LoadedSettings, Settings, load_settings
 from aiva.web import fastapi_support
 from aiva.web.body_limit import BodyLimitMiddleware
 from aiva.web.lifespan import ReloadSource, make_lifespan
-from aiva.web.lifespans import mounted_apps, run_mounted_lifespans
+from aiva.web.lifespans import Lifespan, compose, mounted_apps, run_mounted_lifespans
 from aiva.web.middleware import RequestMiddleware
 from aiva.web.routes import health, info
 from aiva.web.routes.metrics import metrics
@@ -77,9 +78,12 @@ def instrument(
     custom = [as_custom(check) for check in checks]  # misuse fails here, not at start-up
     _refuse_nested(app)
     own = _claim_paths(own_routes(settings), app.router.routes, on_conflict)
-    app.router.routes[0:0] = _grouped(own, settings, app, include_in_schema)
+    inserted = _grouped(own, settings, app, include_in_schema)
+    app.router.routes[0:0] = inserted
     _add_middleware(app, settings)
-    run_mounted_lifespans(app, first=(make_lifespan(settings, custom, reload_from), app))
+    claim_again = _claim_again_at_start(inserted, on_conflict)
+    aiva_lifespan = compose((claim_again, app), (make_lifespan(settings, custom, reload_from), app))
+    run_mounted_lifespans(app, first=(aiva_lifespan, app))
     _settle_instrumentation(app, settings)
     setattr(app, INSTRUMENTED_ATTR, True)
     return app
@@ -135,6 +139,33 @@ def _claim_paths(own: list[Route], theirs: list[BaseRoute], on_conflict: OnConfl
     return kept
 
 
+def _claim_again_at_start(inserted: list[BaseRoute], on_conflict: OnConflict) -> Lifespan:
+    """The same check when the app starts: routes added after instrument() (a FastAPI
+    app's `@app.get` decorators usually are) must not be shadowed silently either."""
+
+    @asynccontextmanager
+    async def claim(app: Starlette) -> AsyncIterator[None]:
+        theirs = [r for r in app.router.routes if not any(r is mine for mine in inserted)]
+        now: list[BaseRoute] = []
+        for mine in inserted:
+            held = mine.routes if isinstance(mine, RouteGroup) else [mine]
+            assert all(isinstance(r, Route) for r in held)  # aiva's own endpoints
+            kept = _claim_paths(cast(list[Route], held), theirs, on_conflict)
+            if len(kept) == len(held):
+                now.append(mine)
+                continue
+            replacement: list[BaseRoute] = (
+                [RouteGroup(kept)] if isinstance(mine, RouteGroup) and kept else list(kept)
+            )
+            at = next(i for i, r in enumerate(app.router.routes) if r is mine)
+            app.router.routes[at : at + 1] = replacement
+            now.extend(replacement)
+        inserted[:] = now
+        yield
+
+    return claim
+
+
 def _served_by(route: Route, theirs: list[BaseRoute]) -> BaseRoute | None:
     """The app's route that would answer GET `route.path`, if any.
 
@@ -152,7 +183,7 @@ def _served_by(route: Route, theirs: list[BaseRoute]) -> BaseRoute | None:
 def _answers(route: BaseRoute, path: str) -> bool:
     scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
     match, _ = route.matches(scope)
-    return match is not Match.NONE
+    return match is Match.FULL  # PARTIAL: the path for other methods, which can coexist
 
 
 def _add_middleware(app: Starlette, settings: Settings) -> None:
@@ -212,9 +243,10 @@ def _settle_instrumentation(app: Starlette, settings: Settings) -> None:
 
         StarletteInstrumentor.instrument_app(app)
         return
-    for each in (app, *mounted_apps(app.router.routes)):
-        if fastapi_support.is_fastapi(each):
-            fastapi_support.yield_native_telemetry(each)
+    if fastapi_support.is_fastapi(app):
+        fastapi_support.check_private_hooks()
+        fastapi_support.yield_native_telemetry(app)
+    # FastAPI apps mounted below (now or later) see the scope key RequestMiddleware sets.
     own = [m for m in app.user_middleware if m.cls is not ContribMiddleware]  # type: ignore[comparison-overlap]
     if len(own) < len(app.user_middleware):
         logger.info("removing the contrib ASGI instrumentation: aiva instruments this app")

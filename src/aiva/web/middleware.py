@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
 from aiva.telemetry.logs import note_request_ids
+from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
 from aiva.web.routing import route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -46,13 +47,17 @@ class RequestMiddleware:
         state = scope.get("state") or {}
         aiva_state = state.get("aiva")
         http: HttpTelemetry | None = aiva_state.http if aiva_state is not None else None
+        if scope.get(FASTAPI_TELEMETRY) is not None:
+            http = None  # an outer FastAPI app's own telemetry has this request's span
+        else:
+            scope[FASTAPI_TELEMETRY] = None  # and FastAPI apps mounted below keep out
         raw_request_id, carrier = read_headers(scope["headers"])
         request_id = request_id_from(raw_request_id)
         request_token = request_id_var.set(request_id)
         method = normalise_method(scope["method"])
         span: Any = None
         span_token: object = None
-        quiet = http is not None and http.excluded(scope["path"])
+        quiet = http is not None and http.excluded(_route_path(scope))
         if (
             http is not None
             and http.make_spans
@@ -94,6 +99,16 @@ class RequestMiddleware:
                 if span is not None:
                     http.end_span(span, span_token, method, route, status, error)
             request_id_var.reset(request_token)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the root path a proxy or `--root-path` put in front (the path
+    the routes see, and the one `telemetry.traces.excluded_paths` names)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
 
 
 class AccessLog:

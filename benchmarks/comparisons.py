@@ -1,0 +1,111 @@
+"""The pairs with their own baseline: FastAPI under aiva.instrument, and an httpx client span.
+
+Each pair runs in the same interleaved rounds as the rest; `x base` and `+CPU us/req`
+are against the configuration named in `vs`, run in the same round. The checks compare
+CPU µs added per request (medians of same-round differences), which is what the
+issue's criteria are about; they are printed, never turned into an exit code.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+
+from report import BARE, COLUMNS, FULL, RunResult, Summary, row
+
+# (title, configurations in the order printed)
+SECTIONS = (
+    (
+        "FastAPI under aiva.instrument against bare FastAPI",
+        ("fastapi_bare", "fastapi_aiva_traces_prom", "fastapi_aiva_full"),
+    ),
+    (
+        "one httpx call to the local upstream, client instrumentation off and on",
+        ("httpx_call_off", "httpx_call_on"),
+    ),
+)
+SECTION_CONFIGS = frozenset(name for _, names in SECTIONS for name in names)
+
+# (label, aiva on FastAPI, bare FastAPI, aiva on Starlette, bare Starlette)
+FASTAPI_CHECKS = (
+    ("traces + metrics (Prometheus)", "fastapi_aiva_traces_prom", "fastapi_bare",
+     "aiva_traces_prom", BARE),
+    ("full pipeline", "fastapi_aiva_full", "fastapi_bare", FULL, BARE),
+)  # fmt: skip
+FASTAPI_TOLERANCE = 1.10  # "within 10 %"
+# The client span: the pair's difference; aiva's server span: traces only over bare.
+CLIENT_SPAN = ("httpx_call_on", "httpx_call_off")
+SERVER_SPAN = ("aiva_traces", BARE)
+
+Pair = tuple[str, str]
+
+
+def added_by_round(results: Iterable[RunResult], pair: Pair) -> dict[int, float]:
+    """CPU µs per request that pair[0] adds over pair[1], per round where both ran."""
+    config, baseline = pair
+    ok = [r for r in results if r.ok]
+    base = {r.round: r.cpu_us_per_req for r in ok if r.config == baseline}
+    return {
+        r.round: r.cpu_us_per_req - base[r.round]
+        for r in ok
+        if r.config == config and r.round in base
+    }
+
+
+def _compare(results: Sequence[RunResult], ours: Pair, reference: Pair) -> tuple[str, float | None]:
+    """'+A us/req (x - y), +B (z - w): R x (rounds ...)' and R (None when not measurable)."""
+    mine, theirs = added_by_round(results, ours), added_by_round(results, reference)
+    missing = [f"{a} - {b}" for (a, b), d in ((ours, mine), (reference, theirs)) if not d]
+    if missing:
+        return f"n/a (no runs of {', '.join(missing)})", None
+    a, b = statistics.median(mine.values()), statistics.median(theirs.values())
+    text = f"+{a:.0f} us/req ({' - '.join(ours)}) against +{b:.0f} ({' - '.join(reference)})"
+    if b <= 0:
+        return f"{text}: n/a (the reference adds nothing)", None
+    rounds = [mine[n] / theirs[n] for n in sorted(mine.keys() & theirs.keys()) if theirs[n] > 0]
+    spread = ", ".join(f"{r:.2f}" for r in rounds)
+    return f"{text}: {a / b:.2f}x (per round {spread})", a / b
+
+
+def checks(results: Sequence[RunResult]) -> list[str]:
+    """The two criteria of the issue, each with its figures and a PASS/FAIL verdict."""
+    lines = [
+        "check: instrument on FastAPI adds no more CPU per request than create_app on "
+        f"Starlette (within {FASTAPI_TOLERANCE - 1:.0%})"
+    ]
+    for label, fastapi, fastapi_bare, starlette, starlette_bare in FASTAPI_CHECKS:
+        text, ratio = _compare(results, (fastapi, fastapi_bare), (starlette, starlette_bare))
+        lines.append(f"  {label}: {text}{_verdict(ratio, FASTAPI_TOLERANCE)}")
+    text, ratio = _compare(results, CLIENT_SPAN, SERVER_SPAN)
+    lines.append("check: a client span costs no more than aiva's server span")
+    lines.append(f"  client span {text}{_verdict(ratio, 1.0)}")
+    return lines
+
+
+def _verdict(ratio: float | None, limit: float) -> str:
+    if ratio is None:
+        return ""
+    return f": {'PASS' if ratio <= limit else 'FAIL'} (limit {limit:.2f}x)"
+
+
+def _line(cells: Sequence[str]) -> str:
+    specs = ("<24", "<14", *(spec for _, spec in COLUMNS[1:]))
+    return "  ".join(format(cell, spec) for cell, spec in zip(cells, specs, strict=True))
+
+
+def tables(
+    sums: Mapping[str, Summary],
+    baselines: Mapping[str, str],
+    signals: Mapping[str, tuple[bool, bool]],
+) -> list[str]:
+    """One titled table per section that ran, with each row's baseline in `vs`."""
+    header = _line(["config", "vs", *("x base" if t == "x bare" else t for t, _ in COLUMNS[1:])])
+    lines: list[str] = []
+    for title, names in SECTIONS:
+        ran = [sums[n] for n in names if n in sums and sums[n].rounds_ok]
+        if ran:
+            lines += [f"{title}:", header]
+            for s in ran:
+                cells = row(s, *signals[s.config])
+                lines.append(_line([cells[0], baselines[s.config], *cells[1:]]))
+    return lines

@@ -1,0 +1,183 @@
+"""The configurations benchmarks/overhead runs: servers, their settings and their baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from report import BARE
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One server configuration under test."""
+
+    name: str
+    description: str
+    factory: str | None = None  # a factory in benchmarks/apps.py; None: `python -m aiva serve`
+    # For `aiva serve`: a factory in benchmarks/apps.py that it serves (and so instruments,
+    # as `aiva.instrument(app, settings)`); None: aiva's reference app (`create_app`).
+    serves: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    sampler_ratio: float = 1.0
+    spans_per_request: int = 0  # spans one sampled request of the route creates
+    logs_per_request: int = 0  # log records one request sends to OTLP
+    prometheus: bool = False
+    default: bool = True  # run without --only; the layer_* breakdown runs on --breakdown
+    baseline: str = BARE  # `x` and `+CPU us/req` are against this configuration's same-round run
+    upstream: bool = False  # its route calls the local upstream (BENCH_UPSTREAM_URL)
+    # wrk connections for this configuration (None: --connections). The httpx pair runs
+    # one call at a time: with 16 in flight, httpcore's pool bookkeeping alone took an
+    # uninstrumented call from 0.6 to 1.2-1.9 ms of CPU, varying more between rounds
+    # than the client span costs (per-round client/server ratios of 2.8, -3.0, 0.5).
+    connections: int | None = None
+
+
+def _stock_env(ratio: float = 1.0) -> dict[str, str]:
+    """Standard OTEL_* sampling variables for the stock apps."""
+    return {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+    }
+
+
+def _aiva_env(
+    ratio: float = 1.0,
+    metrics: bool = False,
+    logs: bool = False,
+    instrumentation: str = "aiva",
+    *,
+    telemetry: bool = True,
+    access_line: bool | None = None,
+) -> dict[str, str]:
+    """AIVA_* variables for one aiva configuration (OTLP endpoint and config dir added per run).
+
+    `access_line` (default: as `logs`) sets the level to INFO, so the access line is
+    written to the console; `logs` also sends it over OTLP.
+    """
+    flag = {True: "true", False: "false"}
+    info = logs if access_line is None else access_line
+    return {
+        "AIVA_TELEMETRY__ENABLED": flag[telemetry],
+        "AIVA_TELEMETRY__TRACES__ENABLED": "true",
+        "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": str(ratio),
+        "AIVA_TELEMETRY__METRICS__ENABLED": flag[metrics],
+        "AIVA_TELEMETRY__METRICS__PROMETHEUS__ENABLED": flag[metrics],
+        "AIVA_TELEMETRY__LOGS__OTLP": flag[logs],
+        # Without the per-request INFO log, INFO would still print one access line a request.
+        "AIVA_TELEMETRY__LOGS__LEVEL": "INFO" if info else "WARNING",
+        "AIVA_TELEMETRY__INSTRUMENTATION": instrumentation,
+    }
+
+
+# Stock contrib instrumentation makes 3 spans a request: the server span plus an internal
+# "http send" span for each of http.response.start and http.response.body.
+STOCK_SPANS = 3
+FASTAPI_BARE = "fastapi_bare"
+HTTPX_OFF = "httpx_call_off"
+
+CONFIGS: tuple[BenchConfig, ...] = (
+    BenchConfig(BARE, "plain Starlette, no OpenTelemetry", factory="bare"),
+    BenchConfig(
+        "stock_traces", "contrib StarletteInstrumentor + BatchSpanProcessor/OTLP gRPC, ratio 1.0",
+        factory="stock_traces", env=_stock_env(), spans_per_request=STOCK_SPANS,
+    ),
+    BenchConfig(
+        "stock_traces_prom", "stock_traces + PrometheusMetricReader",
+        factory="stock_traces_prom", env=_stock_env(), spans_per_request=STOCK_SPANS,
+        prometheus=True,
+    ),
+    BenchConfig(
+        "stock_full", "stock traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
+        factory="stock_full", env=_stock_env(), spans_per_request=STOCK_SPANS,
+        logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "stock_full_01", "stock_full at sampler ratio 0.1",
+        factory="stock_full", env=_stock_env(0.1), sampler_ratio=0.1,
+        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "starlette_lean", "Starlette 1.10 OpenTelemetryMiddleware + BatchSpanProcessor/OTLP gRPC",
+        factory="starlette_lean", env=_stock_env(), spans_per_request=1,
+    ),
+    BenchConfig(
+        "aiva_traces", "aiva, traces only, ratio 1.0",
+        env=_aiva_env(), spans_per_request=1,
+    ),
+    BenchConfig(
+        "aiva_traces_prom", "aiva, traces 1.0 + metrics (Prometheus; OTLP too, endpoint is set)",
+        env=_aiva_env(metrics=True), spans_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "aiva_full", "aiva: traces 1.0; metrics Prometheus+OTLP; INFO log/request console+OTLP",
+        env=_aiva_env(metrics=True, logs=True), spans_per_request=1, logs_per_request=1,
+        prometheus=True,
+    ),
+    # The breakdown (--breakdown): aiva_full_01 built up one layer at a time; aiva_full_01
+    # is layer_console_01 + the same line as an OTLP log record.
+    BenchConfig(
+        "layer_app", "aiva's app and middleware, telemetry off, no access line",
+        env=_aiva_env(telemetry=False), default=False,
+    ),
+    BenchConfig(
+        "layer_traces_metrics_01", "layer_app + traces at ratio 0.1 + metrics (Prometheus, OTLP)",
+        env=_aiva_env(0.1, metrics=True), sampler_ratio=0.1, spans_per_request=1,
+        prometheus=True, default=False,
+    ),
+    BenchConfig(
+        "layer_console_01", "layer_traces_metrics_01 + the JSON access line on the console",
+        env=_aiva_env(0.1, metrics=True, access_line=True), sampler_ratio=0.1,
+        spans_per_request=1, prometheus=True, default=False,
+    ),
+    BenchConfig(
+        "aiva_full_01", "aiva full pipeline at sampler ratio 0.1",
+        env=_aiva_env(0.1, metrics=True, logs=True), sampler_ratio=0.1, spans_per_request=1,
+        logs_per_request=1, prometheus=True,
+    ),
+    BenchConfig(
+        "aiva_stock_full", "aiva full pipeline with telemetry.instrumentation=stock",
+        env=_aiva_env(metrics=True, logs=True, instrumentation="stock"),
+        spans_per_request=STOCK_SPANS, logs_per_request=1, prometheus=True,
+    ),
+    # FastAPI under aiva.instrument against bare FastAPI: one app factory, served by
+    # uvicorn bare and by `aiva serve apps:fastapi_app --factory` (which instruments it),
+    # with the settings of aiva_traces_prom and aiva_full.
+    BenchConfig(
+        FASTAPI_BARE, "plain FastAPI, no OpenTelemetry (the FastAPI pair's baseline)",
+        factory="fastapi_app",
+    ),
+    BenchConfig(
+        "fastapi_aiva_traces_prom", "FastAPI under aiva.instrument, settings of aiva_traces_prom",
+        serves="fastapi_app", env=_aiva_env(metrics=True), spans_per_request=1, prometheus=True,
+        baseline=FASTAPI_BARE,
+    ),
+    BenchConfig(
+        "fastapi_aiva_full", "FastAPI under aiva.instrument, settings of aiva_full",
+        serves="fastapi_app", env=_aiva_env(metrics=True, logs=True), spans_per_request=1,
+        logs_per_request=1, prometheus=True, baseline=FASTAPI_BARE,
+    ),
+    # One httpx call to the local upstream per request, aiva traces only (as aiva_traces),
+    # without and with the httpx client instrumentation: the pair measures a client span.
+    BenchConfig(
+        HTTPX_OFF, "aiva traces only; the route makes one httpx call; instrumentations: []",
+        serves="upstream_call", env={**_aiva_env(), "AIVA_TELEMETRY__INSTRUMENTATIONS": "[]"},
+        spans_per_request=1, upstream=True, connections=1,
+    ),
+    BenchConfig(
+        "httpx_call_on", 'httpx_call_off with instrumentations: ["httpx"] (a client span)',
+        serves="upstream_call",
+        env={**_aiva_env(), "AIVA_TELEMETRY__INSTRUMENTATIONS": '["httpx"]'},
+        spans_per_request=2, upstream=True, baseline=HTTPX_OFF, connections=1,
+    ),
+)  # fmt: skip
+BREAKDOWN = ("layer_app", "layer_traces_metrics_01", "layer_console_01", "aiva_full_01")
+BY_NAME = {c.name: c for c in CONFIGS}
+
+
+def with_baselines(chosen: list[BenchConfig]) -> list[BenchConfig]:
+    """chosen plus the baselines they are compared with (bare always), in catalogue order."""
+    names = {c.name for c in chosen} | {BARE}
+    while missing := {BY_NAME[n].baseline for n in names} - names:
+        names |= missing
+    return [c for c in CONFIGS if c.name in names]
