@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from aiva.errors import AppLoadError
 from aiva.heap import freeze_long_lived
 from aiva.settings import LoadedSettings
-from aiva.telemetry.logs import configure_logging
+from aiva.telemetry.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 

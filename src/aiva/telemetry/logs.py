@@ -1,10 +1,9 @@
-"""stdlib logging configured once: console (JSON lines or text), rotating file, and OTLP."""
+"""The log record outputs: JSON lines (console and file) and OTLP, with the request's ids."""
 
 from __future__ import annotations
 
 import json
 import logging
-import logging.config
 import time
 import traceback
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from opentelemetry.trace import SpanContext
 
 from aiva.context import log_fields_var, request_id_var
 from aiva.settings import Settings
-from aiva.settings.model import LogsSettings
 from aiva.telemetry.exporters import CountingLogExporter, ExportStats, count_drops, otlp_exporter
 
 # The attributes every LogRecord has; anything else on a record is an extra field.
@@ -41,8 +39,6 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict
 # Extras other libraries attach for their own formatters (uvicorn's ANSI-coloured copy).
 _DROPPED_EXTRAS = frozenset({"color_message", "_aiva_fields"})
 
-# uvicorn's loggers go through our handlers; its access log is replaced by aiva.access.
-_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
 
 
 def current_ids() -> tuple[str | None, str | None]:
@@ -315,148 +311,3 @@ def build_otlp_logs(settings: Settings, resource: Resource, stats: ExportStats) 
     count_drops(processor, stats, "logs")
     provider.add_log_record_processor(processor)
     return OtlpLogs(provider, processor)
-
-
-def set_level(level: str) -> None:
-    """Change the level of every logger aiva configured (hot reload)."""
-    logging.getLogger().setLevel(level)
-    for name in _UVICORN_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-
-
-def configure_logging(settings: LogsSettings) -> None:
-    """Configure the root logger and uvicorn's loggers (console and file): the one place
-    logging is set up. The server calls it before it serves; an app's lifespan calls it
-    through `claim_logging` when nothing of aiva's is configured yet."""
-    handlers: dict[str, dict[str, Any]] = {
-        "console": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-            "formatter": settings.format,
-        }
-    }
-    if settings.file.path:
-        handlers["file"] = {
-            "class": "logging.handlers.RotatingFileHandler",
-            "filename": settings.file.path,
-            "maxBytes": settings.file.max_bytes,
-            "backupCount": settings.file.backup_count,
-            "formatter": "json",
-            "encoding": "utf-8",
-        }
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "json": {"()": JsonFormatter},
-                "console": {"format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s"},
-            },
-            "handlers": handlers,
-            "root": {"level": settings.level, "handlers": list(handlers)},
-            "loggers": {
-                **{
-                    name: {"level": settings.level, "handlers": [], "propagate": True}
-                    for name in _UVICORN_LOGGERS
-                },
-                "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
-                # httpx logs every request line at INFO, URL and credentials included:
-                # the http health check would write a URL's password every round.
-                "httpx": {"level": "WARNING"},
-                "httpcore": {"level": "WARNING"},
-                # The exporters' own complaints must not feed back into the OTLP pipeline.
-                "opentelemetry": {"level": "WARNING", "handlers": ["console"], "propagate": False},
-            },
-        }
-    )
-    setattr(logging.getLogger(), _CONFIGURED_ATTR, True)  # a marker on the process's root
-
-
-# Marks the root logger as configured by aiva (process-wide, as the root logger is).
-_CONFIGURED_ATTR = "_aiva_logging_configured"
-
-
-def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callable[[], None]:
-    """Logging for one app's lifespan; returns what undoes it at shutdown.
-
-    The root logger is one per process, so two aiva apps in one process (tests, a
-    service mounting two) share it rather than take it from each other:
-    - console and file: configured here only when nothing has configured the root
-      logger yet (a plain `uvicorn module:app`: uvicorn sets up its own loggers only),
-      and then restored to what was there before when this app stops. Logging set up
-      by `aiva serve`, by the service itself (basicConfig, dictConfig) or by another
-      running app is left as it is;
-    - OTLP: this app's handler is added unless another app's is there already, whose
-      pipeline then carries every record of the process.
-    """
-    root = logging.getLogger()
-    undo: list[Callable[[], None]] = []
-    if not root.handlers and not getattr(root, _CONFIGURED_ATTR, False):
-        restore = _snapshot((root, *map(logging.getLogger, _CONFIGURED_LOGGERS)))
-        configure_logging(settings)
-
-        def unconfigure() -> None:
-            restore()
-            delattr(root, _CONFIGURED_ATTR)
-
-        undo.append(unconfigure)
-    if otlp_logs is not None and not any(isinstance(h, OtlpLogHandler) for h in root.handlers):
-        handler = OtlpLogHandler(otlp_logs)
-        root.addHandler(handler)
-        undo.append(lambda: root.removeHandler(handler))
-        undo.append(_take_out_other_otlp_handlers(root))
-
-    def release() -> None:
-        for step in reversed(undo):
-            step()
-        undo.clear()
-
-    return release
-
-
-def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
-    """Remove the OpenTelemetry packages' own logging handlers from the root logger;
-    returns what puts them back.
-
-    `opentelemetry-instrument` adds opentelemetry-instrumentation-logging's handler
-    (and re-adds it after every dictConfig); it sends every record to the global logger
-    provider, which is aiva's: each record reached the collector twice.
-    """
-    theirs = [
-        h
-        for h in root.handlers
-        if type(h).__name__ == "LoggingHandler" and type(h).__module__.startswith("opentelemetry.")
-    ]
-    for handler in theirs:
-        root.removeHandler(handler)
-    if theirs:
-        logging.getLogger(__name__).info(
-            "OpenTelemetry's own logging handler removed: aiva exports the log records"
-        )
-
-    def put_back() -> None:
-        for handler in theirs:
-            root.addHandler(handler)
-
-    return put_back
-
-
-# The loggers configure_logging sets besides the root (restored with it).
-_CONFIGURED_LOGGERS = (*_UVICORN_LOGGERS, "uvicorn.access", "httpx", "httpcore", "opentelemetry")
-
-
-def _snapshot(loggers: tuple[logging.Logger, ...]) -> Callable[[], None]:
-    """What puts these loggers' handlers, levels and propagation back as they are now,
-    closing the handlers added meanwhile."""
-    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
-
-    def restore() -> None:
-        for logger_, handlers, level, propagate in saved:
-            for handler in logger_.handlers:
-                if handler not in handlers:
-                    handler.close()
-            logger_.handlers[:] = handlers
-            logger_.setLevel(level)
-            logger_.propagate = propagate
-
-    return restore

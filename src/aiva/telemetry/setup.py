@@ -22,7 +22,8 @@ from aiva.settings import Settings
 from aiva.telemetry.clients import ClientInstrumentation, client_libraries, instrument_clients
 from aiva.telemetry.exporters import ExportStats
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.logs import build_otlp_logs, claim_logging
+from aiva.telemetry.log_setup import claim_logging
+from aiva.telemetry.logs import build_otlp_logs
 from aiva.telemetry.metrics import build_metrics
 from aiva.telemetry.resource import build_resource
 from aiva.telemetry.system import SystemMetrics

@@ -21,7 +21,7 @@ from aiva.health.runner import HealthRunner
 from aiva.heap import refreeze_if_frozen
 from aiva.settings import LoadedSettings, Settings
 from aiva.telemetry.http import HttpTelemetry
-from aiva.telemetry.logs import set_level
+from aiva.telemetry.log_setup import set_level
 from aiva.telemetry.setup import Telemetry, setup_telemetry
 from aiva.web.reloader import LiveSettings, SettingsReloader
 
