@@ -149,7 +149,9 @@ class _ClientCalls:
         )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        request.headers.update(carrier)
+        headers = request.headers
+        for name, value in carrier.items():  # item by item: Headers.update costs 3x more
+            headers[name] = value
         return _Call(self, span, method, url.host, port)
 
 
@@ -171,12 +173,13 @@ class _Call:
         error = str(status) if status >= 400 else None
         span = self.span
         if span.is_recording():
-            span.set_attribute("http.response.status_code", status)
+            attributes: dict[str, Any] = {"http.response.status_code": status}
             if version is not None:
-                span.set_attribute("network.protocol.version", version)
+                attributes["network.protocol.version"] = version
             if error is not None:
-                span.set_attribute("error.type", error)
+                attributes["error.type"] = error
                 span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(attributes)  # one call: the span takes its lock once
         span.end()
         self._record(seconds, status, version, error)
 
