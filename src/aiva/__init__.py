@@ -20,13 +20,12 @@ __all__ = [
 if TYPE_CHECKING:
     from aiva.api import log_context, meter, operation, tracer
     from aiva.web.app import create_app
-    from aiva.web.instrument import instrument
-    from aiva.web.lifespans import run_mounted_lifespans
+    from aiva.web.instrument import instrument, run_mounted_lifespans
 
 _LAZY = {
     "create_app": "aiva.web.app",
     "instrument": "aiva.web.instrument",
-    "run_mounted_lifespans": "aiva.web.lifespans",
+    "run_mounted_lifespans": "aiva.web.instrument",
     "operation": "aiva.api",
     "log_context": "aiva.api",
     "meter": "aiva.api",

@@ -171,6 +171,34 @@ def test_routes_of_included_routers_and_plain_routes_keep_their_full_template() 
     ]
 
 
+def test_templates_where_fastapi_records_no_route() -> None:
+    app = FastAPI()
+    app.add_route("/first", own_health)
+    app.add_route("/second/{x}", own_health)  # the same endpoint on two paths
+    plain = APIRouter()
+    plain.add_route("/plain/{x}", own_health)
+    app.include_router(plain, prefix="/v1")  # a plain route of an included router
+    app.mount("/static", Starlette())  # a Mount (FastAPI's router records none)
+    sub = FastAPI()
+    sub.add_route("/p/{x}", own_health)
+    outer = aiva.instrument(
+        Starlette(routes=[Mount("/api", app=app), Mount("/sub", app=sub)]), settings()
+    )
+    with TestClient(outer) as client:
+        spans = recorded_spans(client)
+        for path in ("/api/first", "/api/second/2", "/api/v1/plain/3", "/sub/p/4", "/sub/docs"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/api/static/nothing").status_code == 404
+    assert server_spans(spans) == [
+        "GET /api/first",
+        "GET /api/second/{x}",
+        "GET /api/v1/plain/{x}",
+        "GET /sub/p/{x}",
+        "GET /sub/docs",
+        "GET /api/static",
+    ]
+
+
 def test_a_fastapi_app_mounted_below_makes_no_span_of_its_own() -> None:
     # Its own telemetry is pointed at a provider of its own, to see whether it runs.
     theirs = InMemorySpanExporter()
@@ -210,7 +238,7 @@ async def own_health(request: Request) -> PlainTextResponse:
 
 def test_a_path_the_app_serves_is_an_error_naming_both() -> None:
     app = Starlette(routes=[Route("/health", own_health)])
-    with pytest.raises(InstrumentationError, match=r"GET /health .*Route\(path='/health'"):
+    with pytest.raises(InstrumentationError, match=r"GET /health .* Route '/health' \(name 'own_health'\)"):
         aiva.instrument(app, settings())
 
 
@@ -311,18 +339,31 @@ def test_an_instrumented_app_mounted_under_a_plain_one() -> None:
     assert "/svc/things/{thing_id}" in routes
 
 
-def test_under_a_fastapi_app_that_traces_requests_itself_there_is_still_one_span() -> None:
+def test_under_a_fastapi_app_that_traces_requests_itself_aiva_keeps_its_own() -> None:
     theirs = InMemorySpanExporter()
     their_provider = TracerProvider()
     their_provider.add_span_processor(SimpleSpanProcessor(theirs))
     outer = FastAPI(telemetry={"tracer_provider": their_provider, "metrics": False, "logs": False})
+
+    @outer.get("/own/{n}")
+    async def own(n: int) -> dict[str, int]:
+        return {"n": n}
+
     outer.mount("/svc", aiva.instrument(stateful_app("inner"), settings()))
     aiva.run_mounted_lifespans(outer)
     with TestClient(outer) as client:
         ours = recorded_spans(client)
         assert client.get("/svc/things/4").json()["resource"] == "inner is up"
-    assert [s.kind for s in theirs.get_finished_spans()] == [SpanKind.SERVER]
-    assert server_spans(ours) == []
+        assert client.get("/svc/livez").text == "ok"
+        assert client.get("/own/1").json() == {"n": 1}
+        text = client.get("/svc/metrics").text
+    # One server span a request: the mounted app's by aiva (probes untraced), the outer
+    # app's own route by FastAPI.
+    assert server_spans(ours) == ["GET /svc/things/{thing_id}"]
+    assert [s.name for s in theirs.get_finished_spans() if s.kind is SpanKind.SERVER] == [
+        "GET /own/{n}"
+    ]
+    assert request_count(text, "/svc/things/{thing_id}") == 1
 
 
 def test_without_its_lifespan_an_instrumented_app_says_why() -> None:

@@ -10,8 +10,11 @@ stable conventions, injects the context, and records one histogram point.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
+from types import FunctionType
 from typing import Any
 
 import httpx
@@ -19,7 +22,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.util.http import redact_url
 
 from aiva import __version__
 from aiva.settings.masking import mask_text
@@ -87,7 +89,7 @@ class HttpxInstrumentation:
             call = calls.start(request)
             try:
                 response = await send_async(transport, request)
-            except Exception as error:
+            except (Exception, asyncio.CancelledError) as error:  # recorded, raised on
                 call.fail(error)
                 raise
             call.end(response)
@@ -100,13 +102,17 @@ class HttpxInstrumentation:
         setattr(httpx.AsyncHTTPTransport, "handle_async_request", handle_async_request)  # noqa: B010
 
     def uninstrument(self, **_: Any) -> None:
+        """Put the methods back, where aiva's wrapper is still the outermost one: under
+        another's wrapper (the contrib's, applied later) it stays, or that one breaks."""
         for cls, name in (
             (httpx.HTTPTransport, "handle_request"),
             (httpx.AsyncHTTPTransport, "handle_async_request"),
         ):
-            original = getattr(getattr(cls, name), _ORIGINAL, None)
-            if original is not None:
-                setattr(cls, name, original)
+            current = cls.__dict__.get(name)
+            # type(), not isinstance: the contrib's wrapt proxy passes isinstance checks
+            # and hands out the wrapped function's attributes as its own.
+            if type(current) is FunctionType and _ORIGINAL in current.__dict__:
+                setattr(cls, name, current.__dict__[_ORIGINAL])
 
 
 class _ClientCalls:
@@ -183,14 +189,15 @@ class _Call:
         span.end()
         self._record(seconds, status, version, error)
 
-    def fail(self, error: Exception) -> None:
+    def fail(self, error: BaseException) -> None:
         seconds = time.perf_counter() - self.started
         kind = type(error).__qualname__
         span = self.span
         if span.is_recording():
-            span.record_exception(error)
+            message = mask_text(str(error))  # a driver's message may quote the URL
+            span.record_exception(error, attributes={"exception.message": message})
             span.set_attribute("error.type", kind)
-            span.set_status(Status(StatusCode.ERROR, mask_text(str(error))))
+            span.set_status(Status(StatusCode.ERROR, message))
         span.end()
         self._record(seconds, None, None, kind)
 
@@ -215,14 +222,31 @@ class _Call:
             self.calls.duration.record(seconds, attributes)
 
 
+# Query parameters whose values are credentials (matched in lower case, `-` as `_`);
+# the contrib's list (signatures) plus the usual token and key names.
+_SECRET_PARAMETER = re.compile(
+    r"(pass(word|wd)?|pwd|secret|token|access_token|refresh_token|id_token|api_?key|key|"
+    r"auth|authorization|credentials?|session|sig|signature|x_amz_(signature|credential|"
+    r"security_token)|x_goog_signature|awsaccesskeyid)"
+)
+
+
 def _full_url(url: httpx.URL) -> str:
-    """The URL without credentials: user and password REDACTED (as the contrib does), the
-    signature parameters it redacts, and aiva's masking (`password=...`, ...). Only a URL
-    with a user part or a query can carry one, so the common URL is taken as it is."""
-    text = str(url)
+    """The URL without credentials: user and password REDACTED, and the value of every
+    query parameter named like a credential (as the contrib does for its few names:
+    REDACTED survives URL encoding, `****` would not). Only a URL with a user part or
+    a query can carry one, so the common URL is taken as it is."""
     if not (url.userinfo or url.query):
-        return text
-    return mask_text(redact_url(text))
+        return str(url)
+    if url.userinfo:
+        url = url.copy_with(username="REDACTED", password="REDACTED")
+    if url.query:
+        params = [
+            (k, "REDACTED" if _SECRET_PARAMETER.fullmatch(k.lower().replace("-", "_")) else v)
+            for k, v in url.params.multi_items()
+        ]
+        url = url.copy_with(params=params)
+    return str(url)
 
 
 def _protocol_version(response: httpx.Response) -> str | None:

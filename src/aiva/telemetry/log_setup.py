@@ -13,10 +13,20 @@ from aiva.telemetry.logs import JsonFormatter, OtlpLogHandler, OtlpLogs
 
 # uvicorn's loggers go through our handlers; its access log is replaced by aiva.access.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
+# Marks the root logger as configured by aiva (process-wide, as the root logger is).
+_CONFIGURED_ATTR = "_aiva_logging_configured"
+
+# The loggers configure_logging sets besides the root (restored with it).
+_CONFIGURED_LOGGERS = (*_UVICORN_LOGGERS, "uvicorn.access", "httpx", "httpcore", "opentelemetry")
 
 
 def set_level(level: str) -> None:
-    """Change the level of every logger aiva configured (hot reload)."""
+    """Change the level of the loggers aiva configured (hot reload): the root and
+    uvicorn's when aiva set logging up, else only aiva's own (the service's levels are
+    the service's)."""
+    if not getattr(logging.getLogger(), _CONFIGURED_ATTR, False):
+        logging.getLogger("aiva").setLevel(level)
+        return
     logging.getLogger().setLevel(level)
     for name in _UVICORN_LOGGERS:
         logging.getLogger(name).setLevel(level)
@@ -70,8 +80,6 @@ def configure_logging(settings: LogsSettings) -> None:
     setattr(logging.getLogger(), _CONFIGURED_ATTR, True)  # a marker on the process's root
 
 
-# Marks the root logger as configured by aiva (process-wide, as the root logger is).
-_CONFIGURED_ATTR = "_aiva_logging_configured"
 
 
 def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callable[[], None]:
@@ -89,7 +97,9 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
     """
     root = logging.getLogger()
     undo: list[Callable[[], None]] = []
-    if not root.handlers and not getattr(root, _CONFIGURED_ATTR, False):
+    # OpenTelemetry's own handler (opentelemetry-instrument adds one) configures nothing.
+    configured = [h for h in root.handlers if not _is_opentelemetry_handler(h)]
+    if not configured and not getattr(root, _CONFIGURED_ATTR, False):
         restore = _snapshot((root, *map(logging.getLogger, _CONFIGURED_LOGGERS)))
         configure_logging(settings)
 
@@ -100,8 +110,12 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
         undo.append(unconfigure)
     if otlp_logs is not None and not any(isinstance(h, OtlpLogHandler) for h in root.handlers):
         handler = OtlpLogHandler(otlp_logs)
-        root.addHandler(handler)
-        undo.append(lambda: root.removeHandler(handler))
+        # Where the service's own configuration keeps uvicorn's records from the root
+        # (uvicorn's default: propagate off), the handler goes there too: its error
+        # line is the one that must reach the collector with the request's ids.
+        for target in [root, *_detached(logging.getLogger("uvicorn"))]:
+            target.addHandler(handler)
+            undo.append(lambda target=target: target.removeHandler(handler))  # type: ignore[misc]
         undo.append(_take_out_other_otlp_handlers(root))
 
     def release() -> None:
@@ -112,6 +126,18 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
     return release
 
 
+def _detached(logger_: logging.Logger) -> list[logging.Logger]:
+    """`logger_` when its records do not reach the root logger's handlers."""
+    return [] if logger_.propagate else [logger_]
+
+
+def _is_opentelemetry_handler(handler: logging.Handler) -> bool:
+    """opentelemetry-instrumentation-logging's (or the SDK's) handler to the global
+    logger provider."""
+    kind = type(handler)
+    return kind.__name__ == "LoggingHandler" and kind.__module__.startswith("opentelemetry.")
+
+
 def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
     """Remove the OpenTelemetry packages' own logging handlers from the root logger;
     returns what puts them back.
@@ -120,11 +146,7 @@ def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
     (and re-adds it after every dictConfig); it sends every record to the global logger
     provider, which is aiva's: each record reached the collector twice.
     """
-    theirs = [
-        h
-        for h in root.handlers
-        if type(h).__name__ == "LoggingHandler" and type(h).__module__.startswith("opentelemetry.")
-    ]
+    theirs = [h for h in root.handlers if _is_opentelemetry_handler(h)]
     for handler in theirs:
         root.removeHandler(handler)
     if theirs:
@@ -139,8 +161,6 @@ def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
     return put_back
 
 
-# The loggers configure_logging sets besides the root (restored with it).
-_CONFIGURED_LOGGERS = (*_UVICORN_LOGGERS, "uvicorn.access", "httpx", "httpcore", "opentelemetry")
 
 
 def _snapshot(loggers: tuple[logging.Logger, ...]) -> Callable[[], None]:

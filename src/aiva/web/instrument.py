@@ -12,17 +12,17 @@ from typing import Literal, TypeVar, cast
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp
 
 from aiva.errors import InstrumentationError
 from aiva.health.registry import CustomCheck, as_custom
 from aiva.health.types import CheckFunction
 from aiva.settings import LoadedSettings, Settings, load_settings
-from aiva.web import fastapi_support
+from aiva.web import fastapi_support, lifespans
 from aiva.web.body_limit import BodyLimitMiddleware
 from aiva.web.lifespan import ReloadSource, make_lifespan
-from aiva.web.lifespans import Lifespan, compose, mounted_apps, run_mounted_lifespans
+from aiva.web.lifespans import Lifespan, compose, mounted_apps
 from aiva.web.middleware import RequestMiddleware
 from aiva.web.routes import health, info
 from aiva.web.routes.metrics import metrics
@@ -83,10 +83,28 @@ def instrument(
     _add_middleware(app, settings)
     claim_again = _claim_again_at_start(inserted, on_conflict)
     aiva_lifespan = compose((claim_again, app), (make_lifespan(settings, custom, reload_from), app))
-    run_mounted_lifespans(app, first=(aiva_lifespan, app))
+    lifespans.run_mounted_lifespans(app, first=(aiva_lifespan, app))
     _settle_instrumentation(app, settings)
     setattr(app, INSTRUMENTED_ATTR, True)
     return app
+
+
+def run_mounted_lifespans(app: Starlette) -> None:
+    """For an app aiva does not instrument with instrumented apps mounted below it: its
+    lifespan runs theirs too (Starlette runs no mounted app's lifespan), and, for a
+    FastAPI app, its own telemetry leaves the requests to those apps to aiva's.
+
+    Call it once the mounts are in place; mounts added later are not seen.
+    """
+    lifespans.run_mounted_lifespans(app)
+    if fastapi_support.is_fastapi(app):
+        prefixes = [
+            route.path
+            for route in app.router.routes
+            if isinstance(route, Mount) and getattr(route.app, INSTRUMENTED_ATTR, False)
+        ]
+        if prefixes:
+            fastapi_support.exclude_from_native_telemetry(app, prefixes)
 
 
 def _is_starlette(app: object) -> bool:
@@ -133,8 +151,9 @@ def _claim_paths(own: list[Route], theirs: list[BaseRoute], on_conflict: OnConfl
             logger.info("aiva's %s is left to the app's route %r", route.path, clash)
         else:
             raise InstrumentationError(
-                f"aiva's endpoint GET {route.path} would shadow the app's route {clash!r}; "
-                'rename one, or pass on_conflict="app" to leave the path to the app'
+                f"aiva's endpoint GET {route.path} would shadow the app's "
+                f"{_describe(clash)}; rename one, or pass on_conflict=\"app\" to leave "
+                "the path to the app"
             )
     return kept
 
@@ -164,6 +183,14 @@ def _claim_again_at_start(inserted: list[BaseRoute], on_conflict: OnConflict) ->
         yield
 
     return claim
+
+
+def _describe(route: BaseRoute) -> str:
+    """A route in a line: its kind, path and name (a router's repr runs to pages)."""
+    path = getattr(route, "path", None)
+    name = getattr(route, "name", None)
+    named = f" (name {name!r})" if name else ""
+    return f"{type(route).__name__} {path!r}{named}" if path is not None else repr(route)[:200]
 
 
 def _served_by(route: Route, theirs: list[BaseRoute]) -> BaseRoute | None:

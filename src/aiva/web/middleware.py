@@ -8,6 +8,8 @@ import re
 import time
 from typing import Any
 
+# The helper Route.matches uses, so exclusions see the path the routes see.
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
@@ -42,6 +44,8 @@ class RequestMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":  # FastAPI apps mounted below keep out here too
+                scope.setdefault(FASTAPI_TELEMETRY, None)
             await self.app(scope, receive, send)
             return
         state = scope.get("state") or {}
@@ -104,11 +108,7 @@ class RequestMiddleware:
 def _route_path(scope: Scope) -> str:
     """The path without the root path a proxy or `--root-path` put in front (the path
     the routes see, and the one `telemetry.traces.excluded_paths` names)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        return path[len(root) :] or "/"
-    return path
+    return get_route_path(scope)
 
 
 class AccessLog:

@@ -12,10 +12,7 @@ from starlette.datastructures import URLPath
 from starlette.routing import BaseRoute, Match, Mount, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
-from aiva.web.fastapi_support import included_route_template, plain_route
-
-# The scope key under which FastAPI's router keeps its state (aiva.web.fastapi_support).
-FASTAPI_SCOPE_KEY = "fastapi"
+from aiva.web.fastapi_support import ROUTER_SCOPE_KEY, template_of
 
 
 def route_template(scope: Scope) -> str | None:
@@ -26,17 +23,13 @@ def route_template(scope: Scope) -> str | None:
     """
     route = scope.get("route")
     root = scope.get("root_path", "").rstrip("/")
-    fastapi_scope = scope.get(FASTAPI_SCOPE_KEY)
-    if fastapi_scope is not None:  # a FastAPI app's router took the request
-        included = included_route_template(fastapi_scope, route)
-        if included is not None:
-            return (root + included) or "/"
+    if route is None or isinstance(route, Mount) or ROUTER_SCOPE_KEY in scope:
+        # A FastAPI router took part: it records less than Starlette's (fastapi_support).
+        template = template_of(scope, route)
+        if template is not None:
+            return (root + template) or "/"
     if route is None:
-        # Matched by a FastAPI router, which records only its own routes: a plain one
-        # (`app.add_route`, `/docs`) is found by the endpoint it left in the scope.
-        route = plain_route(scope) if "endpoint" in scope else None
-        if route is None:
-            return None
+        return None
     if isinstance(route, Mount):
         return root or "/"
     path_format = getattr(route, "path_format", None)
