@@ -199,6 +199,35 @@ def test_templates_where_fastapi_records_no_route() -> None:
     ]
 
 
+def test_a_parameter_in_a_mount_never_becomes_a_label_value() -> None:
+    tenants = Starlette(routes=[Route("/items/{item_id}", own_health)])
+    app = aiva.instrument(
+        Starlette(
+            routes=[
+                Route("/plain", own_health),
+                Mount("/tenants/{tenant}", routes=[Mount("/v1", app=tenants)]),
+                Mount("/files/{bucket}", app=PlainTextResponse("file")),
+            ]
+        ),
+        settings(),
+    )
+    with TestClient(app) as client:
+        spans = recorded_spans(client)
+        for tenant in ("acme", "globex", "initech"):
+            assert client.get(f"/tenants/{tenant}/v1/items/1").status_code == 200
+            assert client.get(f"/files/{tenant}/x").status_code == 200
+        assert client.get("/plain").status_code == 200
+        text = client.get("/metrics").text
+    assert request_count(text, "/tenants/{tenant}/v1/items/{item_id}") == 3
+    assert request_count(text, "/files/{bucket}") == 3
+    assert not any(t in text for t in ("acme", "globex", "initech"))
+    assert set(server_spans(spans)) == {
+        "GET /tenants/{tenant}/v1/items/{item_id}",
+        "GET /files/{bucket}",
+        "GET /plain",
+    }
+
+
 def test_a_fastapi_app_mounted_below_makes_no_span_of_its_own() -> None:
     # Its own telemetry is pointed at a provider of its own, to see whether it runs.
     theirs = InMemorySpanExporter()

@@ -26,7 +26,7 @@ from aiva.web.lifespans import Lifespan, compose, mounted_apps
 from aiva.web.middleware import RequestMiddleware
 from aiva.web.routes import health, info
 from aiva.web.routes.metrics import metrics
-from aiva.web.routing import RouteGroup
+from aiva.web.routing import MountTemplates, RouteGroup
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def _add_middleware(app: Starlette, settings: Settings) -> None:
     build = app.build_middleware_stack
 
     def build_with_aiva() -> ASGIApp:
-        return RequestMiddleware(build())
+        return RequestMiddleware(build(), MountTemplates(app.router.routes))
 
     # An instance attribute over the public method: Starlette and FastAPI call
     # self.build_middleware_stack() once, when the first request or lifespan arrives.

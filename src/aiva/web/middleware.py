@@ -16,7 +16,7 @@ from aiva.context import request_id_var
 from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
 from aiva.telemetry.logs import note_request_ids
 from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
-from aiva.web.routing import route_template
+from aiva.web.routing import MountTemplates, route_template
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only when it is short and plain, so it is safe in logs and headers.
@@ -38,9 +38,11 @@ class RequestMiddleware:
     (BaseHTTPMiddleware would cost a task and a memory stream per request.)
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, mounts: MountTemplates | None = None) -> None:
+        """`mounts`: the app's Mounts, for route templates under a parametrized one."""
         self.app = app
         self.access_log = AccessLog()
+        self.mounts = mounts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +78,7 @@ class RequestMiddleware:
         active_key = (method, scope.get("scheme", "http"))
         if http is not None:
             http.active[active_key] += 1
+        entry_root = scope.get("root_path", "")
         started = time.perf_counter()
 
         async def send_with_request_id(message: Message) -> None:
@@ -94,7 +97,11 @@ class RequestMiddleware:
             raise
         finally:
             seconds = time.perf_counter() - started
-            route = route_template(scope)
+            mounts = self.mounts
+            template_root = (
+                mounts.root(scope, entry_root) if mounts is not None and mounts.needed() else None
+            )
+            route = route_template(scope, template_root)
             # Logged while the span is still current, so the line carries its trace id.
             self.access_log.write(method, route, status, seconds, quiet)
             if http is not None:

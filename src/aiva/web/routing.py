@@ -15,14 +15,16 @@ from starlette.types import Receive, Scope, Send
 from aiva.web.fastapi_support import ROUTER_SCOPE_KEY, template_of
 
 
-def route_template(scope: Scope) -> str | None:
+def route_template(scope: Scope, root: str | None = None) -> str | None:
     """`/items/{item_id}` for a matched request, with any Mount prefix; None when unmatched.
 
     Unmatched paths have no template on purpose: a raw path must never become a span
     name or a metric attribute (a scan of random URLs would explode the series count).
+    `root`: the Mounts' prefix as a template (MountTemplates), where the scope's
+    root_path holds a Mount parameter's raw value.
     """
     route = scope.get("route")
-    root = scope.get("root_path", "").rstrip("/")
+    root = (scope.get("root_path", "") if root is None else root).rstrip("/")
     if route is None or isinstance(route, Mount) or ROUTER_SCOPE_KEY in scope:
         # A FastAPI router took part: it records less than Starlette's (fastapi_support).
         template = template_of(scope, route)
@@ -34,6 +36,56 @@ def route_template(scope: Scope) -> str | None:
         return root or "/"
     path_format = getattr(route, "path_format", None)
     return (root + path_format) or "/" if isinstance(path_format, str) else None
+
+
+class MountTemplates:
+    """The Mounts a request went through, as templates, for an app where some Mount has
+    a parameter (`Mount("/tenants/{tenant}", ...)`): the root_path Starlette leaves in
+    the scope holds the raw value (`/tenants/acme`), one series per tenant otherwise.
+
+    The request's path is matched against the app's routes again, Mounts only and
+    first match first, as the router did; in an app without such a Mount (most) it
+    costs one attribute check.
+    """
+
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        self._routes = routes  # the app's own list: routes added later are seen
+        self._parametrized: bool | None = None
+
+    def needed(self) -> bool:
+        if self._parametrized is None:  # decided at the first request: routes are final
+            self._parametrized = any("{" in m.path for m in _mounts(self._routes))
+        return self._parametrized
+
+    def root(self, scope: Scope, entry_root: str) -> str:
+        """The template of `entry_root` plus the Mounts the request's path went through."""
+        template = entry_root.rstrip("/")
+        probe: dict[str, Any] = {
+            "type": "http", "path": scope["path"], "root_path": entry_root,
+            "method": scope.get("method", "GET"), "headers": scope.get("headers", []),
+        }  # fmt: skip
+        routes: list[BaseRoute] | None = self._routes
+        while routes:
+            for route in routes:
+                match, child = route.matches(probe)
+                if match is not Match.FULL:
+                    continue
+                if not isinstance(route, Mount):
+                    return template  # the router stops at this route
+                template += route.path
+                probe.update(child)
+                routes = getattr(getattr(route.app, "router", route.app), "routes", None)
+                break
+            else:
+                return template
+        return template
+
+
+def _mounts(routes: Iterable[BaseRoute]) -> Iterable[Mount]:
+    for route in routes:
+        if isinstance(route, Mount):
+            yield route
+            yield from _mounts(getattr(getattr(route.app, "router", route.app), "routes", ()))
 
 
 def _first_segment(path: str) -> str:
