@@ -160,6 +160,13 @@ def _duration_histogram() -> metrics.Histogram:
 def _histogram_of(provider: metrics.MeterProvider) -> metrics.Histogram:
     # Looking the instrument up again costs ~10 µs an operation (the SDK takes locks
     # and compares descriptors); keyed by provider, so a new provider gets its own.
+    from aiva.telemetry.metrics import DURATION_BUCKETS_S
+
     return provider.get_meter("aiva.operation", __version__).create_histogram(
-        "aiva.operation.duration", unit="s", description="Duration of aiva.operation units of work."
+        "aiva.operation.duration",
+        unit="s",
+        description="Duration of aiva.operation units of work.",
+        # Seconds, as the HTTP duration's: the SDK's default boundaries (0, 5, 10, ...
+        # 10000) put every operation in the first bucket.
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
     )

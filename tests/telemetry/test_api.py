@@ -221,3 +221,16 @@ def test_recursive_operation_nests_its_spans(otel: InMemoryTelemetry) -> None:
             assert outer.start_time <= inner.start_time
             assert outer.end_time - inner.end_time >= 0.004 * 1e9
             assert inner.end_time - inner.start_time >= 0.004 * 1e9 * (depth + 1)
+
+
+def test_operation_durations_use_second_scale_buckets(otel: InMemoryTelemetry) -> None:
+    from aiva.telemetry.metrics import DURATION_BUCKETS_S
+
+    with aiva.operation("quick"):
+        time.sleep(0.02)
+    [point] = otel.metric_points("aiva.operation.duration")
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS_S  # type: ignore[attr-defined]
+    # 20 ms or more lands past the first bucket (with the SDK's 0, 5, 10, ... it would
+    # land in the first, as every operation did).
+    counts = point.bucket_counts  # type: ignore[attr-defined]
+    assert sum(counts) == 1 and counts[0] == 0 and counts[1] == 0
