@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from aiva import create_app
 from aiva.errors import SettingsError
@@ -433,3 +434,30 @@ def test_health_checks_make_no_client_spans(
     ]
     assert clients == []
     assert not [s for s in collector.spans() if s["trace_id"] in traces and s["kind"] == "CLIENT"]
+
+
+def test_the_contrib_httpx_variables_aiva_does_not_honour_are_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {
+        "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
+        "OTEL_PYTHON_HTTPX_EXCLUDED_URLS": "healthcheck",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": "x-tenant",
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "database/dup",  # honoured: not named
+    }
+    loaded = load_settings(environ, config_dir="/nonexistent")
+    assert loaded.unsupported == (
+        "OTEL_PYTHON_HTTPX_EXCLUDED_URLS",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+    )
+    with_http = load_settings(
+        {"OTEL_SEMCONV_STABILITY_OPT_IN": "database/dup, http/dup"}, config_dir="/nonexistent"
+    )
+    assert with_http.unsupported == ("OTEL_SEMCONV_STABILITY_OPT_IN",)
+    with caplog.at_level(logging.WARNING, logger="aiva.web.lifespan"), TestClient(
+        create_app(loaded)
+    ):
+        pass
+    [warning] = [r.getMessage() for r in caplog.records if "not supported by aiva" in r.getMessage()]
+    assert "OTEL_PYTHON_HTTPX_EXCLUDED_URLS" in warning
+    assert "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST" in warning

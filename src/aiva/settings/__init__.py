@@ -16,6 +16,7 @@ from aiva.settings.layers import (
     get_path,
     merge,
     read_layers,
+    unsupported_variables,
 )
 from aiva.settings.masking import mask_value
 from aiva.settings.model import CheckSettings, Settings
@@ -40,6 +41,8 @@ class LoadedSettings:
     sources: Mapping[str, str]
     env: str
     config_dir: Path
+    # Standard variables set that aiva does not honour (named at start-up, not ignored).
+    unsupported: tuple[str, ...] = ()
 
 
 def load_settings(
@@ -68,7 +71,7 @@ def load_settings(
     problems += validate(data, origins)
     if problems:
         raise SettingsError(problems)
-    return LoadedSettings(build(data), origins, env, folder)
+    return LoadedSettings(build(data), origins, env, folder, unsupported_variables(environ))
 
 
 def _folder_problems(

@@ -250,6 +250,30 @@ OTEL_VARIABLES: Mapping[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+# Standard variables aiva does not honour (yet), each named in one start-up WARNING
+# rather than ignored: the contrib httpx instrumentor's, which aiva's own httpx client
+# spans replace (aiva.telemetry.httpx_client). The value: the part of a
+# comma-separated value that makes the variable unsupported, or None for any value.
+UNSUPPORTED_OTEL_VARIABLES: Mapping[str, str | None] = {
+    "OTEL_PYTHON_HTTPX_EXCLUDED_URLS": None,
+    "OTEL_PYTHON_EXCLUDED_URLS": None,
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": None,
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE": None,
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": None,
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup",  # database/dup is honoured
+}
+
+
+def unsupported_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The standard variables set in `environ` that aiva does not honour."""
+    found = []
+    for variable, part in UNSUPPORTED_OTEL_VARIABLES.items():
+        value = environ.get(variable, "").strip()
+        if value and (part is None or part in {p.strip() for p in value.split(",")}):
+            found.append(variable)
+    return tuple(found)
+
+
 def _otel_layer(environ: Mapping[str, str], problems: list[Problem]) -> Layer:
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}

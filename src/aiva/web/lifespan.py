@@ -117,6 +117,11 @@ def make_lifespan(
             settings.service.version,
             settings.service.environment,
         )
+        if reload_from is not None and reload_from.loaded.unsupported:
+            logger.warning(
+                "not supported by aiva, and so without effect: %s (see the README)",
+                ", ".join(reload_from.loaded.unsupported),
+            )
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(health.run)  # the first round starts at once
