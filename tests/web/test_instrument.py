@@ -128,6 +128,15 @@ def test_fastapis_own_telemetry_yields() -> None:
     assert not any(app._telemetry[key] for key in ("tracing", "metrics", "logs"))
 
 
+def fastapi_tracing_to_memory() -> tuple[FastAPI, InMemorySpanExporter]:
+    """A FastAPI app whose own telemetry traces into memory (to see whether it runs)."""
+    theirs = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(theirs))
+    app = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})
+    return app, theirs
+
+
 def recorded_spans(client: TestClient) -> InMemorySpanExporter:
     """The spans the running app makes from now on (its provider is aiva's own)."""
     spans = InMemorySpanExporter()
@@ -229,11 +238,7 @@ def test_a_parameter_in_a_mount_never_becomes_a_label_value() -> None:
 
 
 def test_a_fastapi_app_mounted_below_makes_no_span_of_its_own() -> None:
-    # Its own telemetry is pointed at a provider of its own, to see whether it runs.
-    theirs = InMemorySpanExporter()
-    their_provider = TracerProvider()
-    their_provider.add_span_processor(SimpleSpanProcessor(theirs))
-    sub = FastAPI(telemetry={"tracer_provider": their_provider, "metrics": False, "logs": False})
+    sub, theirs = fastapi_tracing_to_memory()
 
     @sub.get("/users/{user_id}")
     async def user(user_id: int) -> dict[str, int]:
@@ -369,10 +374,7 @@ def test_an_instrumented_app_mounted_under_a_plain_one() -> None:
 
 
 def test_under_a_fastapi_app_that_traces_requests_itself_aiva_keeps_its_own() -> None:
-    theirs = InMemorySpanExporter()
-    their_provider = TracerProvider()
-    their_provider.add_span_processor(SimpleSpanProcessor(theirs))
-    outer = FastAPI(telemetry={"tracer_provider": their_provider, "metrics": False, "logs": False})
+    outer, theirs = fastapi_tracing_to_memory()
 
     @outer.get("/own/{n}")
     async def own(n: int) -> dict[str, int]:

@@ -44,16 +44,16 @@ class SystemMetrics:
         # calling the class runs __init__ on that one instance again, replacing its
         # config: under `opentelemetry-instrument`, which instrumented it with every
         # metric, aiva's shorter config made each of its callbacks fail (12 tracebacks
-        # a collection). __new__ hands out the instance without re-initialising it.
-        instrumentor = SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
-        if instrumentor.is_instrumented_by_opentelemetry:
+        # a collection).
+        if _instrumentor().is_instrumented_by_opentelemetry:
             logger.info(
                 "system metrics are instrumented already in this process (another app or "
                 "opentelemetry-instrument): left as they are"
             )
-        else:
-            instrumentor.__init__(config=SYSTEM_METRICS)  # type: ignore[misc]
-            instrumentor.instrument(meter_provider=self._meter_provider)
+        else:  # nobody's config to replace: the usual constructor
+            SystemMetricsInstrumentor(config=SYSTEM_METRICS).instrument(
+                meter_provider=self._meter_provider
+            )
             self._owned = True
         meter = self._meter_provider.get_meter("aiva.system")
         # psutil fills the gap: the contrib package has no process.uptime.
@@ -63,10 +63,16 @@ class SystemMetrics:
 
     def stop(self) -> None:
         """Uninstrument what this app instrumented (and nothing another one did)."""
-        instrumentor = SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
+        instrumentor = _instrumentor()
         if self._owned and instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         self._owned = False
+
+
+def _instrumentor() -> SystemMetricsInstrumentor:
+    """The process's instrumentor as it is: BaseInstrumentor.__new__ hands out its one
+    instance, without the __init__ that calling the class would run on it again."""
+    return SystemMetricsInstrumentor.__new__(SystemMetricsInstrumentor)
 
 
 def _uptime(options: CallbackOptions) -> Iterable[Observation]:

@@ -8,7 +8,7 @@ import re
 import time
 from typing import Any
 
-# The helper Route.matches uses, so exclusions see the path the routes see.
+# The helper Route.matches uses (no public one), as aiva.web.routing does.
 from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,7 +63,8 @@ class RequestMiddleware:
         method = normalise_method(scope["method"])
         span: Any = None
         span_token: object = None
-        quiet = http is not None and http.excluded(_route_path(scope))
+        # The path the routes see (without --root-path): the one excluded_paths names.
+        quiet = http is not None and http.excluded(get_route_path(scope))
         if (
             http is not None
             and http.make_spans
@@ -110,12 +111,6 @@ class RequestMiddleware:
                 if span is not None:
                     http.end_span(span, span_token, method, route, status, error)
             request_id_var.reset(request_token)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path without the root path a proxy or `--root-path` put in front (the path
-    the routes see, and the one `telemetry.traces.excluded_paths` names)."""
-    return get_route_path(scope)
 
 
 class AccessLog:
