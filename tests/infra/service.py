@@ -30,6 +30,14 @@ def service_env(env: Mapping[str, str], config_dir: Path) -> dict[str, str]:
     return base
 
 
+def answers(url: str) -> bool:
+    """GET url answers 200 (a readiness poll for services the tests start)."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class AivaService:
     """`python -m aiva serve --host 127.0.0.1 --port PORT [args]`; ready when GET / is 200."""
 
@@ -88,10 +96,7 @@ class AivaService:
 
     def _ready(self) -> bool:
         """GET ready_path (/ by default) answers 200."""
-        try:
-            return httpx.get(self.base_url + self.ready_path, timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers(self.base_url + self.ready_path)
 
     def spawn(self) -> None:
         """Start without waiting (for tests of start-up failures: then wait(timeout))."""

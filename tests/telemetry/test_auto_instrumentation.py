@@ -13,7 +13,7 @@ import httpx
 from infra.ports import free_port
 from infra.processes import ManagedProcess
 from infra.rotel import Rotel
-from infra.service import service_env
+from infra.service import answers, service_env
 
 AUTO_INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 
@@ -37,14 +37,8 @@ def test_auto_instrumentation_doubles_no_log_record_and_shuts_down_quietly(
     service = ManagedProcess(argv=argv, log_path=tmp_path / "auto.log", env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        try:
-            return httpx.get(url + "/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        service.start(ready, 30)
+        service.start(lambda: answers(url + "/"), 30)
         answer = httpx.get(url + "/api/demo/items/1", headers={"X-Request-ID": "auto-once-1"})
         assert answer.status_code == 200
         service.signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ import pytest
 from infra.ports import free_port
 from infra.processes import ManagedProcess
 from infra.rotel import Rotel
-from infra.service import REPO_ROOT, AivaService, service_env
+from infra.service import REPO_ROOT, AivaService, answers, service_env
 from tests.apps.mounted_service import MOUNTED_TEMPLATE
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -194,13 +194,7 @@ def start_test_app(module: str, env: dict[str, str], tmp_path: Path) -> tuple[Ma
     )
     url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        try:
-            return httpx.get(url + "/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    process.start(ready, 30)
+    process.start(lambda: answers(url + "/"), 30)
     return process, url
 
 

@@ -19,7 +19,7 @@ from infra.postgres import Postgres
 from infra.processes import ManagedProcess
 from infra.redis import RedisServer
 from infra.rotel import Rotel
-from infra.service import REPO_ROOT, SRC_DIR, AivaService, service_env
+from infra.service import REPO_ROOT, SRC_DIR, AivaService, answers, service_env
 from tests.web.test_instrument import request_count, series
 
 PYTHONPATH = os.pathsep.join([str(SRC_DIR), str(REPO_ROOT)])
@@ -56,14 +56,8 @@ class UvicornApp:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(self.base_url + "/livez", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def start(self) -> None:
-        self.process.start(self._ready, 30)
+        self.process.start(lambda: answers(self.base_url + "/livez"), 30)
 
 
 @pytest.fixture
