@@ -3,7 +3,9 @@
 # repository into a virtualenv; the runtime stage copies only that virtualenv
 # (no compiler, no pip cache, no sources) and runs it as an unprivileged user.
 #   docker build -t aiva .      docker run --rm -p 8000:8000 aiva
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# Python 3.11 (the version aiva is built and tested on; its latest security
+# release) on Debian 13 "trixie", the current stable (bookworm is oldstable).
+ARG PYTHON_IMAGE=python:3.11.15-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -1,5 +1,5 @@
 """`python -m aiva`: the same as the `aiva` command."""
 
-from aiva.cli import main
+from aiva.entry import main
 
 main()

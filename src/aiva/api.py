@@ -17,6 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from aiva import __version__
 from aiva.context import log_fields_var
+from aiva.settings.masking import MASK, is_secret_name, mask_text, masked_exception
 
 logger = logging.getLogger("aiva.operation")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,15 +41,24 @@ def log_context(**fields: Any) -> Iterator[None]:
     """Bind fields to every log record (and the current span) within the block.
 
     Bound through a contextvar, so concurrent tasks never see each other's fields.
+    Secrets are masked on the span as on the log records (aiva.telemetry.scrub).
     """
     token = log_fields_var.set({**(log_fields_var.get() or {}), **fields})
     span = trace.get_current_span()
     if span.is_recording():
-        span.set_attributes({k: v for k, v in fields.items() if isinstance(v, _PRIMITIVES)})
+        span.set_attributes(
+            {k: _masked(k, v) for k, v in fields.items() if isinstance(v, _PRIMITIVES)}
+        )
     try:
         yield
     finally:
         log_fields_var.reset(token)
+
+
+def _masked(name: str, value: Any) -> Any:
+    if is_secret_name(name):
+        return MASK
+    return mask_text(value) if isinstance(value, str) else value
 
 
 class _Entry(NamedTuple):
@@ -104,8 +114,8 @@ class operation:
         extra = {"operation": self.name, "duration_ms": round(seconds * 1000, 3)}
         attributes: dict[str, Any] = {"operation": self.name}
         if isinstance(error, Exception):
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.record_exception(error, attributes=masked_exception(error))
+            span.set_status(Status(StatusCode.ERROR, mask_text(str(error))))
             attributes["error.type"] = type(error).__qualname__
             logger.error("operation %s failed: %s", self.name, error, exc_info=error, extra=extra)
         else:

@@ -78,8 +78,10 @@ def test_depends_on_conditions_are_satisfiable(services: dict[str, Any]) -> None
 def test_dependents_wait_for_health_wherever_there_is_a_healthcheck(
     services: dict[str, Any],
 ) -> None:
-    # Only the collector's distroless image has nothing to probe with (see its comment).
-    assert {name for name, s in services.items() if "healthcheck" not in s} == {"otel-collector"}
+    # Only the distroless images (the collector's, Loki's since 3.6) have nothing to
+    # probe with (see their comments).
+    no_probe = {"otel-collector", "loki"}
+    assert {name for name, s in services.items() if "healthcheck" not in s} == no_probe
     for name, service in services.items():
         for dependency, spec in service.get("depends_on", {}).items():
             if "healthcheck" in services[dependency]:

@@ -1,7 +1,10 @@
-"""The Kubernetes example: probes on the contract's paths, a drain that fits, valid settings."""
+"""The Kubernetes example: probes on the contract's paths, a drain that fits, valid settings,
+and environment references Kubernetes can expand."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +12,13 @@ import pytest
 import yaml
 
 from aiva.settings import load_settings
+from aiva.telemetry.resource import build_resource
 
-from ._repo import KUBERNETES, load_yaml
+from ._repo import KUBERNETES, REPO, load_yaml
+
+DEPLOY = REPO / "deploy"
+# Kubernetes' expansion syntax: `$$` is a literal `$`, `$(NAME)` a reference.
+_REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +106,100 @@ def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text(encoding="utf-8"))
     files = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
+
+
+def references(text: str) -> list[str]:
+    """The variables `$(NAME)` in text refers to, as Kubernetes reads it (`$$(X)` is none)."""
+    return [match[1] for match in _REFERENCE.finditer(text) if match[1] is not None]
+
+
+def containers(node: Any, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, container) for every container, init container and ephemeral container."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key in ("containers", "initContainers", "ephemeralContainers"):
+                for container in value or []:
+                    yield f"{where}: {container.get('name')}", container
+            else:
+                yield from containers(value, where)
+    elif isinstance(node, list):
+        for item in node:
+            yield from containers(item, where)
+
+
+def every_container() -> list[tuple[str, Mapping[str, Any]]]:
+    """Every container of every manifest under deploy/ (all documents of each file)."""
+    found = []
+    for path in sorted(DEPLOY.rglob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if isinstance(doc, Mapping):
+                name = (doc.get("metadata") or {}).get("name")
+                where = f"{path.relative_to(REPO)} {doc.get('kind')}/{name}"
+                found.extend(containers(doc.get("spec"), where))
+    return found
+
+
+def test_every_env_reference_names_a_variable_defined_before_it() -> None:
+    # Kubernetes expands $(VAR) in an env value only from the entries above it in the
+    # same container's list, and in command/args from the whole list; anything else is
+    # left as written (the pod's identity would reach the collector as "$(POD_NAME)").
+    checked = 0
+    for where, container in every_container():
+        defined: list[str] = []
+        for entry in container.get("env", []):
+            for name in references(str(entry.get("value", ""))):
+                assert name in defined, f"{where}: {entry['name']} uses $({name}) before it"
+                checked += 1
+            defined.append(entry["name"])
+        for field in ("command", "args"):
+            for argument in container.get(field) or []:
+                for name in references(str(argument)):
+                    assert name in defined, f"{where}: {field} uses undefined $({name})"
+                    checked += 1
+    assert checked >= 5, "the Deployment's OTEL_RESOURCE_ATTRIBUTES references the pod"
+
+
+def test_references_follow_kubernetes_syntax() -> None:
+    assert references("a=$(A),b=$$(B),c=$$$(C),$(D") == ["A", "C"]
+
+
+def expanded_env(container: Mapping[str, Any], downward: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it, downward-API fields given."""
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "valueFrom" in entry:
+            env[entry["name"]] = downward[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+            continue
+
+        def expand(match: re.Match[str]) -> str:
+            return "$" if match[1] is None else env.get(match[1], match[0])
+
+        env[entry["name"]] = _REFERENCE.sub(expand, entry["value"])
+    return env
+
+
+def test_pod_identity_becomes_the_resource(
+    manifests: dict[str, dict[str, Any]], container: dict[str, Any], tmp_path: Path
+) -> None:
+    downward = {
+        "metadata.name": "aiva-7d9c4-x2x8q",
+        "metadata.namespace": "shop",
+        "metadata.uid": "0b3c3a4e-5d0f-4c1e-9a51-3f0b9f1c2d7e",
+        "spec.nodeName": "node-3",
+    }
+    env = expanded_env(container, downward)
+    settings = load_settings(
+        env, env=env["AIVA_ENV"], config_dir=mounted_config(manifests, tmp_path)
+    ).settings
+    resource = build_resource(settings).attributes
+    assert {key: resource[key] for key in resource if key.startswith("k8s.")} == {
+        "k8s.pod.name": "aiva-7d9c4-x2x8q",
+        "k8s.pod.uid": "0b3c3a4e-5d0f-4c1e-9a51-3f0b9f1c2d7e",
+        "k8s.namespace.name": "shop",
+        "k8s.node.name": "node-3",
+        "k8s.deployment.name": manifests["Deployment"]["metadata"]["name"],
+        "k8s.container.name": container["name"],
+    }
+    assert resource["service.instance.id"] == downward["metadata.uid"]
+    assert resource["service.name"] == "aiva"
+    assert resource["deployment.environment.name"] == "production"

@@ -383,14 +383,24 @@ def _log_record(lines: list[str], scope: str, resource: dict[str, Any]) -> Recor
 
 
 def _metric(lines: list[str], scope: str, resource: dict[str, Any]) -> Record:
-    """One 'Metric #' item: descriptor (name, type, unit, description), data point count."""
+    """One 'Metric #' item: descriptor (name, type, unit, description, monotonic: True or
+    False for a Sum, else None), data point count and each point's attributes."""
     descriptor = _attrs(_section(lines, "Descriptor:"))
+    points: list[list[str]] = []
+    for line in lines:
+        if re.match(r"^\w*DataPoints #", line):
+            points.append([])
+        elif points:
+            points[-1].append(line)
+    monotonic = descriptor.get("IsMonotonic")
     return {
         "name": str(descriptor.get("Name", "")),
         "type": str(descriptor.get("DataType", "")),
         "unit": str(descriptor.get("Unit", "")),
         "description": str(descriptor.get("Description", "")),
-        "points": sum(1 for line in lines if re.match(r"^\w*DataPoints #", line)),
+        "monotonic": None if monotonic is None else str(monotonic).lower() == "true",
+        "points": len(points),
+        "point_attributes": [_attrs(_section(p, "Data point attributes:")) for p in points],
         "scope": scope,
         "resource": resource,
     }

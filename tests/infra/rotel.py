@@ -146,8 +146,8 @@ class Rotel:
         return otlp_dump.parse_log_records(self.output(since))
 
     def metrics(self, since: int = 0) -> list[Record]:
-        """Metrics received (one per metric per export): name, type, unit, description, points,
-        scope, resource."""
+        """Metrics received (one per metric per export): name, type, unit, description,
+        monotonic, points, point_attributes, scope, resource."""
         return otlp_dump.parse_metrics(self.output(since))
 
     def metric_names(self, since: int = 0) -> set[str]:

@@ -44,8 +44,8 @@ def problems(folder: Path | str | None, environ: dict[str, str] | None = None) -
         ("AIVA_TELEMETRY__ENABLED", "yes", "telemetry.enabled: must be true or false, got 'yes'"),
         (
             "AIVA_TELEMETRY__OTLP__ENDPOINT",
-            "collector:4317",
-            "telemetry.otlp.endpoint: must be a URL (http, https)",
+            "ftp://collector:4317",
+            "telemetry.otlp.endpoint: must be a URL (http, https), or host:port for gRPC",
         ),
         ("AIVA_REDIS__URL", "http://x", "redis.url: must be a URL (redis, rediss, unix)"),
         (

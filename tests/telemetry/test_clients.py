@@ -454,10 +454,13 @@ def test_the_contrib_httpx_variables_aiva_does_not_honour_are_named_at_start(
         {"OTEL_SEMCONV_STABILITY_OPT_IN": "database/dup, http/dup"}, config_dir="/nonexistent"
     )
     assert with_http.unsupported == ("OTEL_SEMCONV_STABILITY_OPT_IN",)
-    with caplog.at_level(logging.WARNING, logger="aiva.web.lifespan"), TestClient(
-        create_app(loaded)
+    with (
+        caplog.at_level(logging.WARNING, logger="aiva.web.lifespan"),
+        TestClient(create_app(loaded)),
     ):
         pass
-    [warning] = [r.getMessage() for r in caplog.records if "not supported by aiva" in r.getMessage()]
+    [warning] = [
+        r.getMessage() for r in caplog.records if "not supported by aiva as settings" in r.getMessage()
+    ]
     assert "OTEL_PYTHON_HTTPX_EXCLUDED_URLS" in warning
     assert "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST" in warning

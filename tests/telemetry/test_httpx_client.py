@@ -80,7 +80,8 @@ def clients(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     return [
         s
         for s in exporter.get_finished_spans()
-        if s.kind is SpanKind.CLIENT and s.instrumentation_scope is not None
+        if s.kind is SpanKind.CLIENT
+        and s.instrumentation_scope is not None
         and s.instrumentation_scope.name == SCOPE
     ]
 

@@ -164,8 +164,10 @@ def test_one_trace_across_two_services(
     assert inventory.terminate(timeout=20) == 0
     for line in ("inventory ready", "inventory closing"):
         collector.wait_for_log_records(
-            lambda r, line=line: r["body"] == line  # type: ignore[misc]
-            and r["resource"].get("service.name") == "inventory"
+            lambda r, line=line: (
+                r["body"] == line  # type: ignore[misc]
+                and r["resource"].get("service.name") == "inventory"
+            )
         )
 
 
@@ -201,4 +203,3 @@ def test_a_fastapi_app_makes_one_server_span_and_one_series_per_route(
     assert request_count(text, "/orders/{order_id}/check") == 4
     assert not [s for s in counts if "fastapi" in s.get("otel_scope_name", "")]
     assert not [s for s in counts if "http_route" not in s and s != {}], counts
-

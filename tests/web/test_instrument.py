@@ -272,7 +272,9 @@ async def own_health(request: Request) -> PlainTextResponse:
 
 def test_a_path_the_app_serves_is_an_error_naming_both() -> None:
     app = Starlette(routes=[Route("/health", own_health)])
-    with pytest.raises(InstrumentationError, match=r"GET /health .* Route '/health' \(name 'own_health'\)"):
+    with pytest.raises(
+        InstrumentationError, match=r"GET /health .* Route '/health' \(name 'own_health'\)"
+    ):
         aiva.instrument(app, settings())
 
 
@@ -318,9 +320,7 @@ def test_another_method_on_an_aiva_path_is_no_conflict() -> None:
 
 
 def test_a_catch_all_route_is_no_conflict() -> None:
-    app = aiva.instrument(
-        Starlette(routes=[Route("/{path:path}", own_health)]), settings()
-    )
+    app = aiva.instrument(Starlette(routes=[Route("/{path:path}", own_health)]), settings())
     with TestClient(app) as client:
         assert client.get("/livez").text == "ok"
         assert client.get("/anything/else").text == "the app's own health"
@@ -357,7 +357,9 @@ def test_apps_mounted_under_an_instrumented_app_get_their_lifespans(
         assert client.get("/sub/things/1").json() == {"thing": "1", "resource": "sub is up"}
         assert client.get("/deep/er/things/2").json()["resource"] == "deeper is up"
         text = client.get("/metrics").text
-    routes = {s.get("http_route") for s in series(text, "http_server_request_duration_seconds_count")}
+    routes = {
+        s.get("http_route") for s in series(text, "http_server_request_duration_seconds_count")
+    }
     assert {"/sub/things/{thing_id}", "/deep/er/things/{thing_id}"} <= routes
 
 
@@ -369,7 +371,9 @@ def test_an_instrumented_app_mounted_under_a_plain_one() -> None:
         assert client.get("/svc/things/3").json() == {"thing": "3", "resource": "inner is up"}
         assert client.get("/svc/livez").text == "ok"
         text = client.get("/svc/metrics").text
-    routes = {s.get("http_route") for s in series(text, "http_server_request_duration_seconds_count")}
+    routes = {
+        s.get("http_route") for s in series(text, "http_server_request_duration_seconds_count")
+    }
     assert "/svc/things/{thing_id}" in routes
 
 

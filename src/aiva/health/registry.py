@@ -17,6 +17,7 @@ from aiva.health.types import CheckFunction, CheckSpec
 from aiva.settings import Settings
 from aiva.settings.model import CheckSettings
 from aiva.telemetry.exporters import ExportStats
+from aiva.telemetry.otlp_target import any_target
 
 # What each type reports in the IETF format: (componentType, measurement).
 _IETF = {
@@ -131,5 +132,5 @@ def _function(config: CheckSettings, settings: Settings, stats: ExportStats) -> 
     if config.type == "cpu":
         return cpu_check(options)
     if config.type == "telemetry":
-        return telemetry_check(stats, bool(settings.telemetry.otlp.endpoint))
+        return telemetry_check(stats, any_target(settings.telemetry.otlp))
     raise ValueError(f"no check type {config.type!r}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiva.errors import Problem, SettingsError
 from aiva.settings.build import AUTOMATIC_CHECKS, build, derive, normalise, to_dict
+from aiva.settings.identity import adopt_resource_identity
 from aiva.settings.layers import (
     DEFAULT_CONFIG_DIR,
     DEFAULT_ENV,
@@ -16,10 +17,10 @@ from aiva.settings.layers import (
     get_path,
     merge,
     read_layers,
-    unsupported_variables,
 )
 from aiva.settings.masking import mask_value
 from aiva.settings.model import CheckSettings, Settings
+from aiva.settings.otel_env import unit_notices, unsupported_notice, unsupported_variables
 from aiva.settings.validate import validate
 
 __all__ = [
@@ -43,6 +44,9 @@ class LoadedSettings:
     config_dir: Path
     # Standard variables set that aiva does not honour (named at start-up, not ignored).
     unsupported: tuple[str, ...] = ()
+    # The WARNING lines start-up gives about the standard variables set (those, units
+    # that look mistaken, /metrics switched off by OTEL_METRICS_EXPORTER).
+    notices: tuple[str, ...] = ()
 
 
 def load_settings(
@@ -66,12 +70,38 @@ def load_settings(
     problems += _env_problems(env, layers, explicit=env_given)
     merged = merge(layers)
     origins = dict(merged.origins)
+    adopt_resource_identity(merged.data, origins)
     _note_derived(merged.data, origins, env)
     data = derive(normalise(merged.data), env=env, version=__version__)
     problems += validate(data, origins)
     if problems:
         raise SettingsError(problems)
-    return LoadedSettings(build(data), origins, env, folder, unsupported_variables(environ))
+    settings = build(data)
+    return LoadedSettings(
+        settings,
+        origins,
+        env,
+        folder,
+        unsupported_variables(environ),
+        _notices(environ, settings, origins),
+    )
+
+
+def _notices(
+    environ: Mapping[str, str], settings: Settings, origins: Mapping[str, str]
+) -> tuple[str, ...]:
+    lines = [line for line in (unsupported_notice(environ),) if line is not None]
+    lines += unit_notices(environ)
+    switched = origins.get("telemetry.metrics.prometheus.enabled", "")
+    if not settings.telemetry.metrics.prometheus.enabled and switched.endswith(
+        "OTEL_METRICS_EXPORTER"
+    ):
+        lines.append(
+            f"OTEL_METRICS_EXPORTER={environ.get('OTEL_METRICS_EXPORTER', '').strip()} leaves "
+            f"out prometheus: {settings.telemetry.metrics.prometheus.path} is off (list "
+            "prometheus to keep it for scrapes)"
+        )
+    return tuple(lines)
 
 
 def _folder_problems(
@@ -112,11 +142,12 @@ def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str)
         "service.version": "package version",
         "service.environment": f"the active environment ({env})",
         "telemetry.logs.otlp": "derived from telemetry.otlp.endpoint",
+        "telemetry.metrics.export_timeout_s": "derived from telemetry.otlp.timeout_s",
         "health.cache_ttl_s": "derived from health.interval_s",
     }
     for key, origin in derived.items():
         if get_path(data, key) is None:
             origins[key] = origin
-    for name, path, _ in AUTOMATIC_CHECKS:
-        if get_path(data, ".".join(path)):
-            origins.setdefault(f"health.checks.{name}.type", f"derived from {'.'.join(path)}")
+    for name, key, switched_on, _ in AUTOMATIC_CHECKS:
+        if switched_on(data):
+            origins.setdefault(f"health.checks.{name}.type", f"derived from {key}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -27,21 +27,36 @@ def derive(data: dict[str, Any], *, env: str, version: str) -> dict[str, Any]:
         service["environment"] = env
     logs, otlp = _table(telemetry, "logs"), _table(telemetry, "otlp")
     if "otlp" in logs and logs["otlp"] is None:
-        logs["otlp"] = otlp.get("endpoint") is not None
+        logs["otlp"] = _signal_value(otlp, "logs", "endpoint") is not None
+    metrics = _table(telemetry, "metrics")
+    if "export_timeout_s" in metrics and metrics["export_timeout_s"] is None:
+        metrics["export_timeout_s"] = _signal_value(otlp, "metrics", "timeout_s")
     if "cache_ttl_s" in health and health["cache_ttl_s"] is None:
         health["cache_ttl_s"] = health.get("interval_s")
     _automatic_checks(data, health)
     return data
 
 
-# Checks that switch on by themselves: (check name, the key that switches it on, its
-# defaults). Settings under health.checks.<name> merge over these defaults.
-AUTOMATIC_CHECKS = (
-    ("redis", ("redis", "url"), {"type": "redis", "critical": True, "probes": ["ready"]}),
-    ("postgres", ("database", "host"), {"type": "postgres", "critical": True, "probes": ["ready"]}),
+# Checks that switch on by themselves: (check name, the key that switches it on, the
+# test on the data, its defaults). Settings under health.checks.<name> merge over these
+# defaults.
+AUTOMATIC_CHECKS: tuple[tuple[str, str, Callable[[Any], bool], dict[str, Any]], ...] = (
+    (
+        "redis",
+        "redis.url",
+        lambda data: bool(_table(data, "redis").get("url")),
+        {"type": "redis", "critical": True, "probes": ["ready"]},
+    ),
+    (
+        "postgres",
+        "database.host",
+        lambda data: bool(_table(data, "database").get("host")),
+        {"type": "postgres", "critical": True, "probes": ["ready"]},
+    ),
     (
         "telemetry",
-        ("telemetry", "otlp", "endpoint"),
+        "telemetry.otlp.endpoint",
+        lambda data: otlp_endpoint_set(data),
         {"type": "telemetry", "critical": False, "probes": ["ready"]},
     ),
 )
@@ -51,17 +66,26 @@ def _automatic_checks(data: dict[str, Any], health: dict[str, Any]) -> None:
     checks = health.get("checks")
     if not isinstance(checks, dict):
         return
-    for name, path, defaults in AUTOMATIC_CHECKS:
-        value: Any = data
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        if value:
+    for name, _, switched_on, defaults in AUTOMATIC_CHECKS:
+        if switched_on(data):
             own = checks.get(name)
             checks[name] = {**defaults, **(own if isinstance(own, dict) else {})}
     for name, spec in checks.items():
         # A check named after a type needs no `type:` (`health.checks.disk.warn_percent`).
         if isinstance(spec, dict) and "type" not in spec and name in CHECK_OPTIONS:
             spec["type"] = name
+
+
+def _signal_value(otlp: dict[str, Any], signal: str, name: str) -> Any:
+    """A signal's own OTLP value, else the general one."""
+    own = _table(otlp, signal).get(name)
+    return own if own is not None else otlp.get(name)
+
+
+def otlp_endpoint_set(data: Any) -> bool:
+    """Whether any signal has an OTLP endpoint (the general one or its own)."""
+    otlp = _table(_table(data, "telemetry"), "otlp")
+    return any(_signal_value(otlp, s, "endpoint") for s in ("traces", "metrics", "logs"))
 
 
 def _table(data: Any, name: str) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from dynaconf import Dynaconf
 from dynaconf.loaders import json_loader, toml_loader, yaml_loader
@@ -15,6 +15,7 @@ from dynaconf.utils.parse_conf import parse_conf_data
 from aiva.errors import Problem
 from aiva.settings.masking import is_secret_key
 from aiva.settings.model import Settings, declares_string
+from aiva.settings.otel_env import OTEL_VARIABLES, VariableError
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "defaults.yaml"
 DEFAULTS_SOURCE = "package defaults"
@@ -86,7 +87,8 @@ def merge(layers: list[Layer]) -> Layer:
                 continue  # an empty table merged into a full one changes nothing
             # A table replaced by a plain value takes its keys' provenance with it; a
             # value (or an empty table) replaced by a table takes its own.
-            parents = {key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)}
+            parts = key_parts(key)
+            parents = {join_key(parts[:n]) for n in range(1, len(parts))}
             for stale in [k for k in origins if k.startswith(key + ".") or k in parents]:
                 del origins[stale]
             origins.pop(key, None)  # re-inserted last: the newest setting
@@ -105,14 +107,35 @@ def source_of(key: str, origins: Mapping[str, str]) -> str:
     children = [origin for k, origin in origins.items() if k.startswith(key + ".")]
     if children:
         return children[-1]
-    parent = key.rpartition(".")[0]
+    parent = join_key(key_parts(key)[:-1])
     return source_of(parent, origins) if parent else DEFAULTS_SOURCE
 
 
+# A name in a dotted key: one quoted (holding dots), or one without dots.
+_KEY_PART = re.compile(r'"[^"]*"|[^.]+')
+
+
+def key_parts(key: str) -> list[str]:
+    """The names along a dotted key; a quoted one (`buckets."aiva.operation.duration"`,
+    as TOML writes it) is one name, dots and all."""
+    return [part.strip('"') for part in _KEY_PART.findall(key)]
+
+
+def join_key(parts: Iterable[str]) -> str:
+    """The dotted key of these names, each holding a dot quoted (the inverse of key_parts)."""
+    return ".".join(f'"{part}"' if "." in part else part for part in parts)
+
+
 def leaves(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) for every leaf; an empty table counts as a leaf."""
+    """(dotted key, value) for every leaf; an empty table counts as a leaf.
+
+    Below the top, a name holding a dot (an instrument or resource attribute name) is
+    quoted, so that it stays one name: `telemetry.metrics.buckets."aiva.operation.duration"`.
+    A top-level name is taken as written: the layers pass a dotted key there
+    (`leaves({key: value})`).
+    """
     for name, value in data.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{join_key([str(name)])}" if prefix else str(name)
         if isinstance(value, dict) and value:
             yield from leaves(value, key + ".")
         else:
@@ -188,7 +211,7 @@ def _merge_into(target: dict[str, Any], source: Mapping[str, Any]) -> None:
 
 def get_path(data: Any, key: str) -> Any:
     """The value at a dotted key in nested mappings, or None where the path ends early."""
-    for part in key.split("."):
+    for part in key_parts(key):
         if not isinstance(data, Mapping):
             return None
         data = data.get(part)
@@ -196,7 +219,7 @@ def get_path(data: Any, key: str) -> Any:
 
 
 def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
-    *parents, last = key.split(".")
+    *parents, last = key_parts(key)
     for part in parents:
         child = data.get(part)
         if not isinstance(child, dict):
@@ -205,95 +228,30 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
     data[last] = value
 
 
-class _MalformedEntry(ValueError):
-    def __init__(self, entry: str, position: int) -> None:
-        super().__init__(entry)
-        self.entry = entry
-        self.position = position
-
-
-def _parse_pairs(text: str) -> dict[str, str]:
-    """The `k1=v1,k2=v2` form of OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS."""
-    pairs: dict[str, str] = {}
-    for position, part in enumerate(text.split(","), start=1):
-        item = part.strip()
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise _MalformedEntry(item, position)
-        pairs[unquote(name.strip())] = unquote(value.strip())
-    return pairs
-
-
-def _disabled(text: str) -> bool:
-    # The OpenTelemetry spec: only a case-insensitive "true" disables the SDK.
-    return text.strip().lower() != "true"
-
-
-def _float_or_text(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-# The standard OpenTelemetry variables this layer reads, with their key and parser.
-OTEL_VARIABLES: Mapping[str, tuple[str, Callable[[str], Any]]] = {
-    "OTEL_SERVICE_NAME": ("service.name", str),
-    "OTEL_RESOURCE_ATTRIBUTES": ("telemetry.resource_attributes", _parse_pairs),
-    "OTEL_EXPORTER_OTLP_ENDPOINT": ("telemetry.otlp.endpoint", str),
-    "OTEL_EXPORTER_OTLP_PROTOCOL": ("telemetry.otlp.protocol", str),
-    "OTEL_EXPORTER_OTLP_HEADERS": ("telemetry.otlp.headers", _parse_pairs),
-    "OTEL_TRACES_SAMPLER_ARG": ("telemetry.traces.sampler_ratio", _float_or_text),
-    "OTEL_SDK_DISABLED": ("telemetry.enabled", _disabled),
-}
-
-
-# Standard variables aiva does not honour (yet), each named in one start-up WARNING
-# rather than ignored: the contrib httpx instrumentor's, which aiva's own httpx client
-# spans replace (aiva.telemetry.httpx_client). The value: the part of a
-# comma-separated value that makes the variable unsupported, or None for any value.
-UNSUPPORTED_OTEL_VARIABLES: Mapping[str, str | None] = {
-    "OTEL_PYTHON_HTTPX_EXCLUDED_URLS": None,
-    "OTEL_PYTHON_EXCLUDED_URLS": None,
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": None,
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE": None,
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": None,
-    "OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup",  # database/dup is honoured
-}
-
-
-def unsupported_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The standard variables set in `environ` that aiva does not honour."""
-    found = []
-    for variable, part in UNSUPPORTED_OTEL_VARIABLES.items():
-        value = environ.get(variable, "").strip()
-        if value and (part is None or part in {p.strip() for p in value.split(",")}):
-            found.append(variable)
-    return tuple(found)
-
-
 def _otel_layer(environ: Mapping[str, str], problems: list[Problem]) -> Layer:
+    """The standard OpenTelemetry variables (aiva.settings.otel_env), as settings keys."""
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for variable, (key, parse) in OTEL_VARIABLES.items():
-        if variable not in environ:
-            continue
+    for variable, spec in OTEL_VARIABLES.items():
+        if not environ.get(variable, "").strip():
+            continue  # the specification: an empty value means unset
         source = f"environment variable {variable}"
         try:
-            value = parse(environ[variable])
-        except _MalformedEntry as error:
-            # A header entry may be a bare secret (`Bearer abc` without its `name=`).
-            shown = (
-                f"at position {error.position} (not shown: secret)"
-                if is_secret_key(key)
-                else repr(error.entry)
-            )
-            problems.append(Problem(key, f"malformed entry {shown}, want k=v,...", source))
+            values = spec.parse(environ[variable])
+        except VariableError as error:
+            key = spec.keys[0]
+            message = error.message
+            if error.position is not None and is_secret_key(key):
+                # A header entry may be a bare secret (`Bearer abc` without its `name=`).
+                message = (
+                    f"malformed entry at position {error.position} (not shown: secret), "
+                    "want k=v,..."
+                )
+            problems.append(Problem(key, message, source))
             continue
-        _set_path(data, key, value)
-        origins.update((leaf, source) for leaf, _ in leaves({key: value}))
+        for key, value in values.items():
+            _set_path(data, key, value)
+            origins.update((leaf, source) for leaf, _ in leaves({key: value}))
     return Layer(data, origins)
 
 

@@ -18,12 +18,28 @@ Instrumentation = Literal["aiva", "stock"]
 # Client libraries aiva can instrument (one row each in aiva.telemetry.clients.CLIENT_LIBRARIES).
 ClientLibrary = Literal["asyncpg", "httpx", "redis"]
 CheckType = Literal["postgres", "redis", "http", "disk", "memory", "cpu", "telemetry", "custom"]
+# The OpenTelemetry SDK's standard names (OTEL_TRACES_SAMPLER, OTEL_*_EXPORTER, ...).
+SamplerName = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+PushExporter = Literal["otlp", "console"]
+OtlpCompression = Literal["none", "gzip"]
+ExemplarFilter = Literal["trace_based", "always_on", "always_off"]
+Temporality = Literal["cumulative", "delta", "lowmemory"]
+HistogramAggregation = Literal["explicit_bucket_histogram", "base2_exponential_bucket_histogram"]
 
 
 def rule(**constraints: Any) -> dict[str, Any]:
     """Validation constraints for a field's metadata.
 
-    ge, gt, le, nonempty, path (URL paths), url_schemes, in_folder (a file in an existing folder).
+    ge, gt, le, nonempty, path (URL paths), url_schemes, in_folder (a file in an existing folder),
+    regex (regular expressions),
+    boundaries (a table of instrument name: histogram bucket boundaries).
     """
     return constraints
 
@@ -44,18 +60,65 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class OtlpSignalSettings:
+    """One signal's own OTLP settings (OTEL_EXPORTER_OTLP_<SIGNAL>_*); None: the general one.
+
+    A signal's endpoint is used as given; the general endpoint gets `/v1/<signal>`
+    appended over HTTP (aiva.telemetry.otlp_target).
+    """
+
+    endpoint: str | None = field(metadata=rule(otlp_endpoint=True))
+    protocol: OtlpProtocol | None
+    headers: Mapping[str, str] | None
+    timeout_s: float | None = field(metadata=rule(gt=0))
+    compression: OtlpCompression | None
+    certificate: str | None = field(metadata=rule(readable_file=True))
+    client_certificate: str | None = field(metadata=rule(readable_file=True))
+    client_key: str | None = field(metadata=rule(readable_file=True))
+    insecure: bool | None
+
+
+@dataclass(frozen=True)
 class OtlpSettings:
-    endpoint: str | None = field(metadata=rule(url_schemes=("http", "https")))
+    # A URL; for gRPC also host:port, whose transport security `insecure` decides.
+    endpoint: str | None = field(metadata=rule(otlp_endpoint=True))
     protocol: OtlpProtocol
     headers: Mapping[str, str]
     timeout_s: float = field(metadata=rule(gt=0))
+    compression: OtlpCompression
+    # PEM files: the collector's CA, and the client's certificate and key for mTLS.
+    certificate: str | None = field(metadata=rule(readable_file=True))
+    client_certificate: str | None = field(metadata=rule(readable_file=True))
+    client_key: str | None = field(metadata=rule(readable_file=True))
+    # gRPC to a host:port endpoint without TLS (the specification: a scheme decides
+    # otherwise, http:// plain and https:// TLS). None: TLS.
+    insecure: bool | None
+    traces: OtlpSignalSettings
+    metrics: OtlpSignalSettings
+    logs: OtlpSignalSettings
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """A batch processor's queue (OTEL_BSP_* for spans, OTEL_BLRP_* for log records)."""
+
+    schedule_delay_s: float = field(metadata=rule(gt=0))
+    export_timeout_s: float = field(metadata=rule(gt=0))
+    max_queue_size: int = field(metadata=rule(ge=1))
+    max_export_batch_size: int = field(metadata=rule(ge=1))
 
 
 @dataclass(frozen=True)
 class TracesSettings:
     enabled: bool
+    sampler: SamplerName
+    # The *traceidratio samplers' ratio (OTEL_TRACES_SAMPLER_ARG); the others ignore it.
     sampler_ratio: float = field(metadata=rule(ge=0, le=1))
     excluded_paths: tuple[str, ...] = field(metadata=rule(path=True))
+    # Regular expressions searched in each request's full URL (OTEL_PYTHON_EXCLUDED_URLS).
+    excluded_urls: tuple[str, ...] = field(metadata=rule(regex=True))
+    exporters: tuple[PushExporter, ...] = field(metadata=rule(unique=True))
+    batch: BatchSettings
 
 
 @dataclass(frozen=True)
@@ -68,7 +131,16 @@ class PrometheusSettings:
 class MetricsSettings:
     enabled: bool
     export_interval_s: float = field(metadata=rule(gt=0))
+    # None: the OTLP timeout of the metrics signal.
+    export_timeout_s: float | None = field(metadata=rule(gt=0))
+    # Push exporters; Prometheus (pull) is switched by prometheus.enabled.
+    exporters: tuple[PushExporter, ...] = field(metadata=rule(unique=True))
+    exemplar_filter: ExemplarFilter
+    temporality: Temporality
+    histogram_aggregation: HistogramAggregation
     prometheus: PrometheusSettings
+    # Explicit bucket boundaries per histogram instrument name (both readers).
+    buckets: Mapping[str, tuple[float, ...]] = field(metadata=rule(boundaries=True))
 
 
 @dataclass(frozen=True)
@@ -79,11 +151,49 @@ class LogFileSettings:
 
 
 @dataclass(frozen=True)
+class ScrubSettings:
+    # Regular expressions masked in log records on top of the built-in list
+    # (aiva.settings.masking); the whole match becomes ****.
+    patterns: tuple[str, ...] = field(metadata=rule(regex=True))
+
+
+@dataclass(frozen=True)
 class LogsSettings:
     level: LogLevel
     format: LogFormat
     otlp: bool
     file: LogFileSettings
+    batch: BatchSettings
+    scrub: ScrubSettings
+
+
+@dataclass(frozen=True)
+class SpanLimitsSettings:
+    """The SDK's span limits; None: the general limit (or the SDK's default)."""
+
+    attribute_value_length: int | None = field(metadata=rule(ge=0))
+    attribute_count: int | None = field(metadata=rule(ge=0))
+    event_count: int | None = field(metadata=rule(ge=0))
+    link_count: int | None = field(metadata=rule(ge=0))
+    event_attribute_count: int | None = field(metadata=rule(ge=0))
+    link_attribute_count: int | None = field(metadata=rule(ge=0))
+
+
+@dataclass(frozen=True)
+class LogLimitsSettings:
+    attribute_value_length: int | None = field(metadata=rule(ge=0))
+    attribute_count: int | None = field(metadata=rule(ge=0))
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    """Attribute limits (OTEL_ATTRIBUTE_*, OTEL_SPAN_*, OTEL_LOGRECORD_*); None: no limit
+    on value length, the SDK's 128 attributes."""
+
+    attribute_value_length: int | None = field(metadata=rule(ge=0))
+    attribute_count: int | None = field(metadata=rule(ge=0))
+    spans: SpanLimitsSettings
+    logs: LogLimitsSettings
 
 
 @dataclass(frozen=True)
@@ -93,10 +203,27 @@ class TelemetrySettings:
     # `auto` (each supported library that is installed, resolved at start-up) or the names.
     instrumentations: Literal["auto"] | tuple[ClientLibrary, ...]
     resource_attributes: Mapping[str, str]
+    # Context propagation formats, in order (OTEL_PROPAGATORS); () propagates nothing.
+    propagators: tuple[str, ...] = field(metadata=rule(propagators=True, unique=True))
+    limits: LimitsSettings
     otlp: OtlpSettings
     traces: TracesSettings
     metrics: MetricsSettings
     logs: LogsSettings
+    http: HttpSettings
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP server conventions' choices (aiva.telemetry.http)."""
+
+    # Methods reported as themselves, any other as `_OTHER`
+    # (OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS).
+    known_methods: tuple[str, ...] = field(metadata=rule(http_tokens=True))
+    # server.address/port and url.scheme from Forwarded / X-Forwarded-Host / -Proto.
+    trust_proxy_headers: bool
+    # http.server.request.body.size and http.server.response.body.size.
+    body_size_metrics: bool
 
 
 @dataclass(frozen=True)
@@ -159,7 +286,16 @@ class Settings:
 
 
 # Keys whose whole value is a secret; any URL-like value also has its password masked.
-SECRET_KEYS = frozenset({"database.password", "security.api_key", "telemetry.otlp.headers"})
+SECRET_KEYS = frozenset(
+    {
+        "database.password",
+        "security.api_key",
+        "telemetry.otlp.headers",
+        "telemetry.otlp.traces.headers",
+        "telemetry.otlp.metrics.headers",
+        "telemetry.otlp.logs.headers",
+    }
+)
 
 # Keys every health check accepts; the type's own keys come from CHECK_OPTIONS.
 CHECK_COMMON_KEYS = frozenset({"type", "enabled", "critical", "probes", "timeout_s"})

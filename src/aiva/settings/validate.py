@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
+import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -14,7 +18,7 @@ from dynaconf import Dynaconf, Validator
 from dynaconf.validator import ValidationError
 
 from aiva.errors import Problem
-from aiva.settings.layers import get_path, source_of
+from aiva.settings.layers import get_path, join_key, source_of
 from aiva.settings.masking import mask_value
 from aiva.settings.model import (
     CHECK_COMMON_KEYS,
@@ -23,6 +27,7 @@ from aiva.settings.model import (
     OptionRule,
     Settings,
 )
+from aiva.settings.otel_env import installed_propagators
 
 FREE_FORM_SECTIONS = frozenset({"app"})
 # Check types whose warn_percent/fail_percent are thresholds on a rising percentage.
@@ -59,8 +64,43 @@ def validate(data: Mapping[str, Any], origins: Mapping[str, str]) -> list[Proble
                     value if rule.shows_value else None,
                 )
             )
+    problems += [p for p in _schemeless_http_endpoints(data, origins) if p.key not in failed]
     # A value derived from a bad key is bad for the same reason: report the key once.
     return [p for p in problems if p.source.removeprefix("derived from ") not in failed]
+
+
+def _schemeless_http_endpoints(
+    data: Mapping[str, Any], origins: Mapping[str, str]
+) -> Iterator[Problem]:
+    """host:port is a gRPC endpoint only: HTTP/protobuf needs the URL's scheme. Checked
+    per signal as it will be exported: its own endpoint and protocol, else the general."""
+    general = get_path(data, "telemetry.otlp")
+    if not isinstance(general, dict):
+        return
+    reported: set[str] = set()
+    for signal in ("traces", "metrics", "logs"):
+        table = general.get(signal)
+        own: dict[str, Any] = table if isinstance(table, dict) else {}
+        key = (
+            f"telemetry.otlp.{signal}.endpoint"
+            if own.get("endpoint")
+            else "telemetry.otlp.endpoint"
+        )
+        endpoint = get_path(data, key)
+        protocol = own.get("protocol") or general.get("protocol")
+        if (
+            isinstance(endpoint, str)
+            and "://" not in endpoint
+            and protocol == "http/protobuf"
+            and key not in reported
+        ):
+            reported.add(key)
+            yield Problem(
+                key,
+                f"must be a URL (http, https): {signal} are sent over http/protobuf",
+                source_of(key, origins),
+                repr(endpoint),
+            )
 
 
 def _breaks(validator: Validator, holder: Dynaconf) -> bool:
@@ -146,6 +186,8 @@ def _rules_for(
     yield _rule(key, text, test)
     if get_path(data, key) is not None:
         yield from _constraint_rules(key, constraints)
+    if constraints.get("boundaries"):
+        yield from _boundary_rules(key, get_path(data, key))
 
 
 def _check_rules(data: Mapping[str, Any], origins: Mapping[str, str]) -> Iterator[Rule]:
@@ -224,6 +266,66 @@ def _constraint_rules(key: str, constraints: Mapping[str, Any]) -> Iterator[Rule
     schemes = constraints.get("url_schemes")
     if schemes:
         yield _rule(key, f"must be a URL ({', '.join(schemes)})", lambda v: _is_url(v, schemes))
+    if constraints.get("readable_file"):
+        yield _rule(key, "must be a readable file", _readable_file)
+    if constraints.get("otlp_endpoint"):
+        yield _rule(key, "must be a URL (http, https), or host:port for gRPC", _is_otlp_endpoint)
+    if constraints.get("unique"):
+        yield _rule(key, "must not name an entry twice", lambda v: len(set(v)) == len(v))
+    if constraints.get("regex"):
+        yield _rule(key, "must be a list of regular expressions", _all_patterns)
+    if constraints.get("propagators"):
+        known = installed_propagators()
+        yield _rule(
+            key,
+            f"must name installed propagators ({', '.join(sorted(known))}; b3/jaeger from "
+            "opentelemetry-propagator-*)",
+            lambda v: all(name in known for name in v),
+        )
+    if constraints.get("http_tokens"):
+        yield _rule(key, "must be a list of HTTP method names (RFC 9110 tokens)", _all_tokens)
+
+
+# An instrument name as the OpenTelemetry API defines it (the SDK refuses others).
+_INSTRUMENT_NAME = re.compile(r"[A-Za-z][-_./A-Za-z0-9]{0,254}")
+# The rules on one instrument's bucket boundaries, in the order they are reported. At
+# least 0: the SDK's own default list starts at 0, a bucket for zero measurements.
+_BOUNDARY_RULES: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    (
+        "must be a list of numbers (bucket boundaries)",
+        lambda v: isinstance(v, list | tuple) and all(_is_number(b) for b in v),
+    ),
+    ("must not be empty", bool),
+    ("must hold finite numbers only (no nan or inf)", lambda v: all(map(math.isfinite, v))),
+    ("must not hold a negative number", lambda v: all(b >= 0 for b in v)),
+    ("must be strictly increasing", lambda v: all(a < b for a, b in itertools.pairwise(v))),
+)
+
+
+def _boundary_rules(key: str, table: Any) -> Iterator[Rule]:
+    """The rules on each instrument's boundaries, under its own key: an instrument name
+    holds dots, so it is quoted (`telemetry.metrics.buckets."aiva.operation.duration"`).
+
+    dynaconf would split such a key at its dots: each validator reads the whole table.
+    """
+    if not isinstance(table, dict):
+        return  # the type rule reports it
+    for name in table:
+        entry = f"{key}.{join_key([str(name)])}"
+        named = bool(_INSTRUMENT_NAME.fullmatch(str(name)))
+        yield Rule(
+            entry,
+            "must be an instrument name (a letter, then letters, digits, _ . - /)",
+            Validator(key, condition=lambda _, named=named: named),
+            shows_value=False,
+        )
+        for text, test in _BOUNDARY_RULES:
+            yield Rule(entry, text, Validator(key, condition=_safe(_entry_test(name, test))))
+
+
+def _entry_test(name: Any, test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """`test` on one entry of the table the validator is given."""
+    return lambda table: test(table.get(name))
 
 
 def _rule(key: str, text: str, test: Callable[[Any], bool]) -> Rule:
@@ -312,6 +414,36 @@ def _in_folder(value: Any) -> bool:
         return True  # like null: no log file
     path = Path(str(value))
     return path.parent.is_dir() and not path.is_dir()
+
+
+def _readable_file(value: Any) -> bool:
+    # Checked at load time: a missing PEM file is a settings error, not a crash at start-up.
+    path = Path(str(value))
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def _is_otlp_endpoint(value: Any) -> bool:
+    if _is_url(value, ("http", "https")):
+        return True
+    host, _, port = str(value).rpartition(":")
+    return bool(host) and "/" not in host and port.isdigit()
+
+
+def _all_patterns(value: Any) -> bool:
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError):
+            return False
+    return True
+
+
+# RFC 9110's token: what a method name may be made of.
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _all_tokens(value: Any) -> bool:
+    return all(isinstance(i, str) and _HTTP_TOKEN.fullmatch(i) for i in value)
 
 
 def _all_paths(value: Any) -> bool:

@@ -6,6 +6,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -18,7 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from aiva.settings.model import OtlpSettings
+from aiva.telemetry.otlp_target import OtlpTarget
 
 logger = logging.getLogger(__name__)
 
@@ -200,15 +201,67 @@ _OTLP_EXPORTERS = {
 }
 
 
-def otlp_exporter(otlp: OtlpSettings, signal: Literal["traces", "logs", "metrics"]) -> Any:
-    """The OTLP exporter for `signal` over the configured protocol (imported lazily)."""
-    module, name = _OTLP_EXPORTERS[signal, otlp.protocol]
+def otlp_exporter(target: OtlpTarget, **options: Any) -> Any:
+    """The OTLP exporter for the target's signal and protocol (imported lazily), every
+    value passed explicitly: the SDK's exporters read OTEL_* variables for what they are
+    not given, and aiva's settings already hold those, with their precedence applied."""
+    module, name = _OTLP_EXPORTERS[target.signal, target.protocol]
     exporter_class = getattr(importlib.import_module(module), name)
-    endpoint = otlp.endpoint or ""
-    common = {"headers": dict(otlp.headers), "timeout": otlp.timeout_s}
-    if otlp.protocol == "grpc":
+    common = {
+        "endpoint": target.endpoint,
+        "headers": dict(target.headers),
+        "timeout": target.timeout_s,
+        **options,  # the metric exporter's temporality and aggregation
+    }
+    if target.protocol == "grpc":
+        import grpc  # type: ignore[import-untyped]
+
+        credentials = None
+        if not target.insecure and (target.certificate or target.client_certificate):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(target.certificate),
+                private_key=_read(target.client_key),
+                certificate_chain=_read(target.client_certificate),
+            )
+        compression = grpc.Compression.Gzip if target.compression == "gzip" else None
         return exporter_class(
-            endpoint=endpoint, insecure=not endpoint.startswith("https://"), **common
+            insecure=target.insecure,
+            credentials=credentials,
+            compression=compression or grpc.Compression.NoCompression,
+            **common,
         )
-    # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL; each signal has its own path under it.
-    return exporter_class(endpoint=f"{endpoint.rstrip('/')}/v1/{signal}", **common)
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    return exporter_class(
+        certificate_file=target.certificate,  # None: the system's CA bundle
+        session=_ca_file_session() if target.certificate else None,
+        client_certificate_file=target.client_certificate,
+        client_key_file=target.client_key,
+        compression=Compression(target.compression),
+        **common,
+    )
+
+
+def _read(path: str | None) -> bytes | None:
+    """A PEM file, read once at start-up (before serving)."""
+    return Path(path).read_bytes() if path else None
+
+
+def _ca_file_session() -> Any:
+    import requests
+
+    class CaFileSession(requests.Session):
+        """A session whose CA file stays the one configured.
+
+        requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, when set, replace a
+        session's `verify` on every request (Session.merge_environment_settings), and
+        container images commonly set them: the SDK's HTTP exporter would then ignore
+        OTEL_EXPORTER_OTLP_CERTIFICATE and fail every export against a private CA.
+        """
+
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            settings = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    return CaFileSession()

@@ -14,6 +14,7 @@ two readers one.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -28,6 +29,15 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+
+def _check_boundaries(boundaries: Sequence[float]) -> None:
+    """Refuse what the SDK's explicit-bucket aggregation refuses: `record` bisects the
+    boundaries, which would count unsorted ones silently wrong."""
+    if not all(math.isfinite(bound) for bound in boundaries):
+        raise ValueError(f"bucket boundaries must be finite: {list(boundaries)}")
+    if any(low >= high for low, high in itertools.pairwise(boundaries)):
+        raise ValueError(f"bucket boundaries must be strictly increasing: {list(boundaries)}")
 
 
 class _Series:
@@ -98,6 +108,7 @@ class ProducedHistogram:
         boundaries: Sequence[float],
         scope: InstrumentationScope,
     ) -> None:
+        _check_boundaries(boundaries)
         self.scope = scope
         self._name = name
         self._unit = unit

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiva.settings.model import LogsSettings
-from aiva.telemetry.logs import JsonFormatter, OtlpLogHandler, OtlpLogs
+from aiva.telemetry.logs import ConsoleFormatter, JsonFormatter, OtlpLogHandler, OtlpLogs
+from aiva.telemetry.scrub import RecordScrubber
 
 # uvicorn's loggers go through our handlers; its access log is replaced by aiva.access.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
@@ -36,6 +37,7 @@ def configure_logging(settings: LogsSettings) -> None:
     """Configure the root logger and uvicorn's loggers (console and file): the one place
     logging is set up. The server calls it before it serves; an app's lifespan calls it
     through `claim_logging` when nothing of aiva's is configured yet."""
+    scrubber = RecordScrubber(settings.scrub.patterns)
     handlers: dict[str, dict[str, Any]] = {
         "console": {
             "class": "logging.StreamHandler",
@@ -57,8 +59,13 @@ def configure_logging(settings: LogsSettings) -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
-                "json": {"()": JsonFormatter},
-                "console": {"format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s"},
+                # Both scrub each record (once, whichever formats it first).
+                "json": {"()": JsonFormatter, "scrubber": scrubber},
+                "console": {
+                    "()": ConsoleFormatter,
+                    "fmt": "%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+                    "scrubber": scrubber,
+                },
             },
             "handlers": handlers,
             "root": {"level": settings.level, "handlers": list(handlers)},
@@ -78,8 +85,6 @@ def configure_logging(settings: LogsSettings) -> None:
         }
     )
     setattr(logging.getLogger(), _CONFIGURED_ATTR, True)  # a marker on the process's root
-
-
 
 
 def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callable[[], None]:
@@ -109,7 +114,7 @@ def claim_logging(settings: LogsSettings, otlp_logs: OtlpLogs | None) -> Callabl
 
         undo.append(unconfigure)
     if otlp_logs is not None and not any(isinstance(h, OtlpLogHandler) for h in root.handlers):
-        handler = OtlpLogHandler(otlp_logs)
+        handler = OtlpLogHandler(otlp_logs, scrubber=RecordScrubber(settings.scrub.patterns))
         # Where the service's own configuration keeps uvicorn's records from the root
         # (uvicorn's default: propagate off), the handler goes there too: its error
         # line is the one that must reach the collector with the request's ids.
@@ -159,8 +164,6 @@ def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:
             root.addHandler(handler)
 
     return put_back
-
-
 
 
 def _snapshot(loggers: tuple[logging.Logger, ...]) -> Callable[[], None]:

@@ -1,13 +1,13 @@
-"""The log record outputs: JSON lines (console and file) and OTLP, with the request's ids."""
+"""The log record outputs: JSON lines (console and file), readable lines and OTLP, with
+the request's ids and the record's secrets masked (aiva.telemetry.scrub)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
@@ -26,19 +26,22 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
-from aiva.context import log_fields_var, request_id_var
+from aiva.context import request_id_var
 from aiva.settings import Settings
+from aiva.settings.model import LimitsSettings
 from aiva.telemetry.exporters import CountingLogExporter, ExportStats, count_drops, otlp_exporter
+from aiva.telemetry.otlp_target import otlp_target, within
+from aiva.telemetry.scrub import ACCESS_LOGGER, RecordScrubber
 
-# The attributes every LogRecord has; anything else on a record is an extra field.
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
+# The access line's fields on OTLP, named by the HTTP semantic conventions; the console
+# and the file keep the documented keys. The conventions name no duration attribute
+# (the duration is the metric http.server.request.duration, and the span's own
+# timestamps, which the line's trace id leads to): duration_ms stays as it is.
+_ACCESS_ATTRIBUTES = {
+    "http_method": "http.request.method",
+    "http_route": "http.route",
+    "status_code": "http.response.status_code",
 }
-# Extras other libraries attach for their own formatters (uvicorn's ANSI-coloured copy).
-_DROPPED_EXTRAS = frozenset({"color_message", "_aiva_fields"})
-
 
 
 def current_ids() -> tuple[str | None, str | None]:
@@ -89,36 +92,6 @@ def _left_request(record: logging.LogRecord) -> _RequestIds | None:
     return noted
 
 
-_FIELDS_ATTR = "_aiva_fields"
-
-
-def record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The request id, the fields bound with log_context, then the record's own extras.
-
-    Computed once per record and kept on it: the console and OTLP handlers both need it.
-    """
-    cached: dict[str, Any] | None = record.__dict__.get(_FIELDS_ATTR)
-    if cached is not None:
-        return cached
-    fields = _context_fields()
-    for name, value in record.__dict__.items():
-        if name not in _RECORD_ATTRS and name not in _DROPPED_EXTRAS:
-            fields[name] = value
-    record.__dict__[_FIELDS_ATTR] = fields
-    return fields
-
-
-def _context_fields() -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    request_id = request_id_var.get()
-    if request_id is not None:
-        fields["request_id"] = request_id
-    bound = log_fields_var.get()
-    if bound:
-        fields.update(bound)
-    return fields
-
-
 class _Timestamps:
     """RFC 3339 in UTC with milliseconds, the seconds part formatted once a second."""
 
@@ -167,34 +140,65 @@ def _json_line(entry: dict[str, Any]) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: the contract's fields, bound fields, then the record's extras."""
+    """One JSON object a line: the contract's fields, bound fields, then the record's extras.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    `scrubber`: what masks the record's secrets (the built-in patterns by default).
+    """
+
+    def __init__(self, *args: Any, scrubber: RecordScrubber | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timestamps = _Timestamps()
+        self._scrubber = scrubber or RecordScrubber()
 
     def format(self, record: logging.LogRecord) -> str:
         trace_id, span_id = current_ids()
+        view = self._scrubber.view(record)
         entry: dict[str, Any] = {
             "timestamp": self._timestamps.format(record.created),
             "level": record.levelname,
-            "message": record.getMessage(),
+            "message": view.message,
             "logger": record.name,
             "trace_id": trace_id,
             "span_id": span_id,
             "request_id": None,
         }
-        entry.update(record_fields(record))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        entry.update(view.fields)
+        if view.stacktrace is not None:
+            entry["exception"] = _without_last_newline(view.stacktrace)
             left = _left_request(record)
             if left is not None:  # the server's line for an exception a request raised
                 if left.span.is_valid:
                     entry["trace_id"] = format(left.span.trace_id, "032x")
                     entry["span_id"] = format(left.span.span_id, "016x")
-                if entry["request_id"] is None:
-                    entry["request_id"] = left.request_id
+                if entry["request_id"] is None and left.request_id is not None:
+                    entry["request_id"] = self._scrubber.text(left.request_id)
         return _json_line(entry)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable lines (`telemetry.logs.format: console`) of the same scrubbed record."""
+
+    def __init__(self, *args: Any, scrubber: RecordScrubber | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scrubber = scrubber or RecordScrubber()
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, with the scrubbed message and traceback.
+        view = self._scrubber.view(record)
+        record.message = view.message
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if view.stacktrace is not None:
+            line = f"{line}\n{_without_last_newline(view.stacktrace)}"
+        if record.stack_info:
+            line = f"{line}\n{self._scrubber.text(self.formatStack(record.stack_info))}"
+        return line
+
+
+def _without_last_newline(text: str) -> str:
+    """As logging.Formatter.formatException leaves a traceback."""
+    return text[:-1] if text.endswith("\n") else text
 
 
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -207,6 +211,8 @@ class OtlpLogs:
 
     provider: LoggerProvider
     processor: LogRecordProcessor
+    # The settings' limits (telemetry.limits), as the provider's loggers apply them.
+    limits: LogRecordLimits = field(default_factory=lambda: log_record_limits(None))
 
 
 # A log record queued for export keeps no reference to the context it was made in
@@ -220,7 +226,8 @@ class OtlpLogHandler(logging.Handler):
     Written by hand instead of using opentelemetry-instrumentation-logging's handler,
     which copies and filters every attribute of every record and looks the OTel
     logger up again per record; this handler does one pass over the record's
-    extras (shared with the console formatter's rule).
+    extras (the scrubbed view the console formatter uses too). The access line's
+    fields are named by the HTTP conventions here (`http.request.method`, ...).
 
     It also goes past the SDK's `Logger.emit`, which wraps the attributes in a
     BoundedAttributes (a lock and a cleaning pass over values made primitive just
@@ -229,38 +236,52 @@ class OtlpLogHandler(logging.Handler):
     queueing it. Where the SDK hides its queue, the public path is taken instead.
     """
 
-    def __init__(self, logs: OtlpLogs, level: int = logging.NOTSET) -> None:
+    def __init__(
+        self,
+        logs: OtlpLogs,
+        level: int = logging.NOTSET,
+        *,
+        scrubber: RecordScrubber | None = None,
+    ) -> None:
         super().__init__(level)
         self._logs = logs
+        self._scrubber = scrubber or RecordScrubber()
         self._enqueue = queue_of(logs.processor)
-        # The limit the SDK's loggers apply: a record over it takes the public path,
-        # where the SDK drops the excess and counts it.
-        self._attribute_limit = LogRecordLimits().max_attributes or 128
+        # The limits the SDK's loggers apply: a record with more attributes takes the
+        # public path, where the SDK drops the excess and counts it; longer string values
+        # are cut here as the SDK would (only when a length limit is set).
+        limit = logs.limits.max_log_record_attributes
+        self._attribute_limit = 128 if limit is None else limit
+        self._value_limit = logs.limits.max_log_record_attribute_length
         self._scopes: dict[str, InstrumentationScope] = {}
         self._loggers: dict[str, Any] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        attributes = {
-            k: v if isinstance(v, _PRIMITIVES) else str(v)
-            for k, v in record_fields(record).items()
-            if v is not None
-        }
+        view = self._scrubber.view(record)
+        if record.name == ACCESS_LOGGER:
+            attributes = _access_attributes(view.fields)
+        else:
+            attributes = {
+                k: v if isinstance(v, _PRIMITIVES) else str(v)
+                for k, v in view.fields.items()
+                if v is not None
+            }
         left = None
         if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            attributes["exception.type"] = type(error).__qualname__
-            attributes["exception.message"] = str(error)
-            attributes["exception.stacktrace"] = "".join(
-                traceback.format_exception(*record.exc_info)
-            )
+            attributes["exception.type"] = type(record.exc_info[1]).__qualname__
+            attributes["exception.message"] = view.exception_message
+            attributes["exception.stacktrace"] = view.stacktrace
             left = _left_request(record)
             if left is not None and left.request_id is not None:
-                attributes.setdefault("request_id", left.request_id)
+                attributes.setdefault("request_id", self._scrubber.text(left.request_id))
+        if self._value_limit is not None:
+            limit = self._value_limit
+            attributes = {k: v[:limit] if isinstance(v, str) else v for k, v in attributes.items()}
         log = OtelLogRecord(  # takes the trace and span ids from the current context
             timestamp=int(record.created * 1e9),
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
             severity_number=std_to_otel(record.levelno),
-            body=record.getMessage(),
+            body=view.message,
             attributes=attributes,
         )
         if left is not None and left.span.is_valid:  # the server's line for a request's error
@@ -299,15 +320,50 @@ def queue_of(processor: LogRecordProcessor) -> Callable[[ReadableLogRecord], Non
 _PRIMITIVES = (str, bool, int, float)
 
 
+def _access_attributes(fields: dict[str, Any]) -> dict[str, Any]:
+    """The access line's attributes: its own fields under the conventions' names."""
+    return {
+        _ACCESS_ATTRIBUTES.get(k, k): v if isinstance(v, _PRIMITIVES) else str(v)
+        for k, v in fields.items()
+        if v is not None
+    }
+
+
 def build_otlp_logs(settings: Settings, resource: Resource, stats: ExportStats) -> OtlpLogs | None:
     """The OTLP log pipeline, when OTLP logs are on; else None."""
     telemetry = settings.telemetry
-    if not (telemetry.logs.otlp and telemetry.otlp.endpoint):
+    target = otlp_target(telemetry.otlp, "logs")
+    if not telemetry.logs.otlp or target is None:
         return None
-    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    limits = log_record_limits(telemetry.limits)
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=limits)
+    batch = telemetry.logs.batch
     processor = BatchLogRecordProcessor(
-        CountingLogExporter(otlp_exporter(telemetry.otlp, "logs"), stats)
+        CountingLogExporter(otlp_exporter(within(target, batch.export_timeout_s)), stats),
+        max_queue_size=batch.max_queue_size,
+        schedule_delay_millis=batch.schedule_delay_s * 1000,
+        max_export_batch_size=min(batch.max_export_batch_size, batch.max_queue_size),
+        export_timeout_millis=batch.export_timeout_s * 1000,
     )
     count_drops(processor, stats, "logs")
     provider.add_log_record_processor(processor)
-    return OtlpLogs(provider, processor)
+    return OtlpLogs(provider, processor, limits)
+
+
+def log_record_limits(limits: LimitsSettings | None) -> LogRecordLimits:
+    """Every limit given explicitly: LogRecordLimits reads OTEL_* variables for what it is
+    not given, and the settings hold those already. The logs' own limits win."""
+    unset = LogRecordLimits.UNSET
+    if limits is None:
+        return LogRecordLimits(unset, unset, 128, unset)
+    count = limits.attribute_count if limits.attribute_count is not None else 128
+    length = limits.attribute_value_length
+    own_count, own_length = limits.logs.attribute_count, limits.logs.attribute_value_length
+    return LogRecordLimits(
+        max_attributes=count,
+        max_attribute_length=unset if length is None else length,
+        max_log_record_attributes=own_count if own_count is not None else count,
+        max_log_record_attribute_length=(
+            own_length if own_length is not None else (unset if length is None else length)
+        ),
+    )

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    Counter,
+    ExemplarFilter,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    TraceBasedExemplarFilter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
     MetricsData,
@@ -22,6 +34,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import (
     DefaultAggregation,
     ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -29,8 +43,11 @@ from prometheus_client import CollectorRegistry
 
 from aiva import __version__
 from aiva.settings import Settings
+from aiva.settings.model import MetricsSettings
 from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
 from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.otlp_target import otlp_target
+from aiva.telemetry.system import PROMETHEUS_NAMES, system_views
 
 # The HTTP semantic conventions' advised boundaries for http.server.request.duration (s).
 DURATION_BUCKETS_S = (
@@ -48,18 +65,22 @@ class Metrics:
     request_duration: ProducedHistogram | None  # None: recorded through the SDK instead
     # http.client.request.duration of aiva's httpx client spans, aggregated the same way.
     client_duration: ProducedHistogram | None = None
+    # The server's body sizes, when telemetry.http.body_size_metrics is on.
+    body_sizes: BodySizeHistograms | None = None
 
 
 REQUEST_DURATION = "http.server.request.duration"
 REQUEST_DURATION_DESCRIPTION = "Duration of HTTP server requests."
 
 
-def request_duration_histogram() -> ProducedHistogram:
+def request_duration_histogram(
+    boundaries: Sequence[float] = DURATION_BUCKETS_S,
+) -> ProducedHistogram:
     return ProducedHistogram(
         REQUEST_DURATION,
         unit="s",
         description=REQUEST_DURATION_DESCRIPTION,
-        boundaries=DURATION_BUCKETS_S,
+        boundaries=boundaries,
         scope=InstrumentationScope("aiva.http", __version__),
     )
 
@@ -67,32 +88,82 @@ def request_duration_histogram() -> ProducedHistogram:
 CLIENT_DURATION = "http.client.request.duration"
 
 
-def client_duration_histogram() -> ProducedHistogram:
+def client_duration_histogram(
+    boundaries: Sequence[float] = DURATION_BUCKETS_S,
+) -> ProducedHistogram:
     return ProducedHistogram(
         CLIENT_DURATION,
         unit="s",
         description="Duration of HTTP client requests.",
-        boundaries=DURATION_BUCKETS_S,
+        boundaries=boundaries,
         scope=InstrumentationScope("aiva.httpx", __version__),
     )
+
+
+REQUEST_BODY_SIZE = "http.server.request.body.size"
+RESPONSE_BODY_SIZE = "http.server.response.body.size"
+# The conventions advise no boundaries for body sizes (the SDK's default ones end at
+# 10000, 10 kB here): powers of 4 from 64 B to 16 MiB.
+BODY_SIZE_BUCKETS_BY = tuple(float(4**n) for n in range(3, 13))
+
+
+@dataclass(frozen=True)
+class BodySizeHistograms:
+    """http.server.request.body.size and .response.body.size, aggregated as the duration."""
+
+    request: ProducedHistogram
+    response: ProducedHistogram
+
+
+def body_size_histograms(buckets: Mapping[str, Sequence[float]]) -> BodySizeHistograms:
+    request, response = (
+        ProducedHistogram(
+            name,
+            unit="By",
+            description=f"Size of HTTP server {kind} bodies.",
+            boundaries=buckets.get(name, BODY_SIZE_BUCKETS_BY),
+            scope=InstrumentationScope("aiva.http", __version__),
+        )
+        for name, kind in ((REQUEST_BODY_SIZE, "request"), (RESPONSE_BODY_SIZE, "response"))
+    )
+    return BodySizeHistograms(request, response)
 
 
 def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) -> Metrics:
     """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set."""
     registry = CollectorRegistry(auto_describe=True)
-    otlp = settings.telemetry.otlp
+    metrics = settings.telemetry.metrics
+    target = otlp_target(settings.telemetry.otlp, "metrics")
     exporter = (
-        CountingMetricExporter(otlp_exporter(otlp, "metrics"), stats) if otlp.endpoint else None
+        CountingMetricExporter(otlp_exporter(target, **otlp_preferences(metrics)), stats)
+        if target is not None and "otlp" in metrics.exporters
+        else None
     )
     # aiva aggregates explicit buckets only: when the OTLP exporter asks for another
     # histogram aggregation (OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=
     # base2_exponential_bucket_histogram), the request duration goes through the SDK.
     explicit = exporter is None or takes_explicit_buckets(exporter)
-    request_duration = request_duration_histogram() if explicit else None
-    client_duration = client_duration_histogram() if explicit else None
-    producers = tuple(p for p in (request_duration, client_duration) if p is not None)
+    buckets = bucket_boundaries(settings.telemetry.metrics)
+    # Boundaries configured for an instrument are explicit buckets whatever the
+    # exporter prefers (as the SDK's views are: see bucket_views).
+    request_duration = (
+        request_duration_histogram(buckets.get(REQUEST_DURATION, DURATION_BUCKETS_S))
+        if explicit or REQUEST_DURATION in buckets
+        else None
+    )
+    client_duration = (
+        client_duration_histogram(buckets.get(CLIENT_DURATION, DURATION_BUCKETS_S))
+        if explicit or CLIENT_DURATION in buckets
+        else None
+    )
+    body_sizes = (
+        body_size_histograms(buckets)
+        if settings.telemetry.http.body_size_metrics and explicit
+        else None
+    )
+    sizes = (body_sizes.request, body_sizes.response) if body_sizes is not None else ()
+    producers = tuple(p for p in (request_duration, client_duration, *sizes) if p is not None)
     readers: list[MetricReader] = []
-    metrics = settings.telemetry.metrics
     if metrics.prometheus.enabled:
         readers.append(ProducingPrometheusReader(registry, producers, resource))
     if exporter is not None:
@@ -102,19 +173,84 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
                 producers,
                 resource,
                 export_interval_millis=metrics.export_interval_s * 1000,
-                export_timeout_millis=otlp.timeout_s * 1000,
+                export_timeout_millis=(metrics.export_timeout_s or 30) * 1000,
+            )
+        )
+    if "console" in metrics.exporters:  # the SDK's JSON on stdout, from the reader's thread
+        readers.append(
+            ProducingPeriodicReader(
+                ConsoleMetricExporter(),
+                producers,
+                resource,
+                export_interval_millis=metrics.export_interval_s * 1000,
+                export_timeout_millis=(metrics.export_timeout_s or 30) * 1000,
             )
         )
     provider = MeterProvider(
         resource=resource,
         metric_readers=readers,
-        # Exemplars are not rendered by the Prometheus exporter yet; offering every
-        # measurement to a reservoir would cost each request for nothing.
-        exemplar_filter=AlwaysOffExemplarFilter(),
+        # The contrib system-metrics instrumentor's scope dropped (aiva.telemetry.system).
+        views=[*bucket_views(buckets), *system_views()],
+        exemplar_filter=_EXEMPLAR_FILTERS[metrics.exemplar_filter](),
         shutdown_on_exit=False,  # shut down by the lifespan, within its deadline
     )
     _register_self_metrics(provider, stats)
-    return Metrics(provider, registry, request_duration, client_duration)
+    return Metrics(provider, registry, request_duration, client_duration, body_sizes)
+
+
+def bucket_boundaries(settings: MetricsSettings) -> dict[str, tuple[float, ...]]:
+    """telemetry.metrics.buckets by instrument name, lower-cased as the SDK names
+    instruments (names are case-insensitive), each boundary a float (Prometheus writes
+    `le="1.0"` for a float, `le="1"` for an int)."""
+    return {
+        name.lower(): tuple(float(bound) for bound in bounds)
+        for name, bounds in settings.buckets.items()
+    }
+
+
+def bucket_views(buckets: Mapping[str, Sequence[float]]) -> list[View]:
+    """One view per configured histogram of the SDK (aiva.operation.duration, a service's
+    own through aiva.meter(), ...): the provider applies it for every reader, over the
+    instrument's advisory boundaries and the exporter's preferred aggregation."""
+    return [
+        View(
+            instrument_type=SdkHistogram,
+            instrument_name=name,
+            aggregation=ExplicitBucketHistogramAggregation(bounds),
+        )
+        for name, bounds in buckets.items()
+    ]
+
+
+# OTEL_METRICS_EXEMPLAR_FILTER's names. aiva's default is always_off: the Prometheus
+# exporter renders no exemplars yet, and offering every measurement to a reservoir
+# would cost each request for nothing.
+_EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
+    "always_off": AlwaysOffExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "trace_based": TraceBasedExemplarFilter,
+}
+
+
+def otlp_preferences(metrics: MetricsSettings) -> dict[str, Any]:
+    """The OTLP metric exporter's temporality and histogram aggregation, from the settings
+    (the specification's table for OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE)."""
+    delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
+    kinds = (Counter, UpDownCounter, SdkHistogram, ObservableCounter, ObservableUpDownCounter,
+             ObservableGauge)  # fmt: skip
+    if metrics.temporality == "delta":
+        deltas: tuple[type, ...] = (Counter, SdkHistogram, ObservableCounter)
+    elif metrics.temporality == "lowmemory":
+        deltas = (Counter, SdkHistogram)
+    else:
+        deltas = ()
+    temporality = {kind: delta if kind in deltas else cumulative for kind in kinds}
+    aggregation = (
+        {SdkHistogram: ExponentialBucketHistogramAggregation()}
+        if metrics.histogram_aggregation == "base2_exponential_bucket_histogram"
+        else {}
+    )
+    return {"preferred_temporality": temporality, "preferred_aggregation": aggregation}
 
 
 def takes_explicit_buckets(exporter: MetricExporter) -> bool:
@@ -170,6 +306,12 @@ class ProducingPrometheusReader(_WithProducers, PrometheusMetricReader):
         super().__init__(registry=registry)
         self._attach_producers(producers, resource, AggregationTemporality.CUMULATIVE)
 
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        renamed = _renamed(metrics_data, PROMETHEUS_NAMES)
+        super()._receive_metrics(renamed, timeout_millis, **kwargs)
+
 
 class ProducingPeriodicReader(_WithProducers, PeriodicExportingMetricReader):
     """The periodic OTLP push plus aiva's producers."""
@@ -187,6 +329,31 @@ class ProducingPeriodicReader(_WithProducers, PeriodicExportingMetricReader):
         preferred = exporter._preferred_temporality or {}
         temporality = preferred.get(SdkHistogram, AggregationTemporality.CUMULATIVE)
         self._attach_producers(producers, resource, temporality)
+
+
+def _renamed(data: MetricsData, names: Mapping[str, str]) -> MetricsData:
+    """`data` with the metrics named in `names` renamed (the Prometheus names of
+    aiva.telemetry.system.PROMETHEUS_NAMES; OTLP keeps the conventions' names)."""
+    return MetricsData(
+        [
+            replace(
+                resource_metrics,
+                scope_metrics=[
+                    replace(
+                        scope_metrics,
+                        metrics=[
+                            replace(metric, name=names[metric.name])
+                            if metric.name in names
+                            else metric
+                            for metric in scope_metrics.metrics
+                        ],
+                    )
+                    for scope_metrics in resource_metrics.scope_metrics
+                ],
+            )
+            for resource_metrics in data.resource_metrics
+        ]
+    )
 
 
 def _with_produced(

@@ -1,4 +1,4 @@
-"""The one OpenTelemetry Resource every signal carries."""
+"""The one OpenTelemetry Resource every signal carries, its sources in the specification's order."""
 
 from __future__ import annotations
 
@@ -7,9 +7,24 @@ import socket
 import uuid
 from functools import cached_property
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import (
+    HOST_NAME,
+    PROCESS_PID,
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    TELEMETRY_SDK_LANGUAGE,
+    TELEMETRY_SDK_NAME,
+    TELEMETRY_SDK_VERSION,
+    Resource,
+)
+from opentelemetry.sdk.version import __version__ as sdk_version
 
 from aiva.settings import Settings
+
+# The current convention's name (the SDK's DEPLOYMENT_ENVIRONMENT is the deprecated
+# `deployment.environment`).
+DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
 
 
 class _HashOnceResource(Resource):
@@ -33,22 +48,45 @@ class _HashOnceResource(Resource):
 
 
 def build_resource(settings: Settings) -> Resource:
-    """The contract's attributes over `OTEL_RESOURCE_ATTRIBUTES` (already in the settings).
+    """Detected values, then `OTEL_RESOURCE_ATTRIBUTES`, then the service's identity.
+
+    The identity (`service.name`, `service.version`, `deployment.environment.name`)
+    comes from the settings, which already applied the specification's order to it:
+    `OTEL_RESOURCE_ATTRIBUTES` over the package defaults, `OTEL_SERVICE_NAME` over
+    that, explicit aiva settings over all (aiva.settings.identity). A pod's
+    `service.instance.id` or `host.name` given in `OTEL_RESOURCE_ATTRIBUTES` replaces
+    the detected one.
 
     Resource.create() is not used: it reads OTEL_* variables itself, and settings are
-    parsed once at the edge (they already hold OTEL_RESOURCE_ATTRIBUTES and
-    OTEL_SERVICE_NAME with their precedence applied).
+    parsed once at the edge.
     """
     service = settings.service
     attributes: dict[str, str | int] = {
+        **detected_attributes(),
         **settings.telemetry.resource_attributes,
-        "service.name": service.name,
-        "service.version": service.version,
-        "service.instance.id": str(uuid.uuid4()),
-        "deployment.environment.name": service.environment,
-        "host.name": socket.gethostname(),
-        "process.pid": os.getpid(),
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
+        SERVICE_NAME: service.name,
+        SERVICE_VERSION: service.version,
+        DEPLOYMENT_ENVIRONMENT_NAME: service.environment,
     }
+    given = settings.telemetry.resource_attributes.get(SERVICE_INSTANCE_ID)
+    if given and settings.server.workers > 1:
+        # Each worker process is an instance of its own (the conventions: unique per
+        # instance; and each pushes its own cumulative series): the pod's id, then the pid.
+        attributes[SERVICE_INSTANCE_ID] = f"{given}-{os.getpid()}"
     return _HashOnceResource(attributes)
+
+
+def detected_attributes() -> dict[str, str | int]:
+    """What this process finds out about itself: the lowest source of the resource.
+
+    `telemetry.sdk.*` sits here too, as in the SDK's own Resource.create(), which lets
+    OTEL_RESOURCE_ATTRIBUTES override its defaults.
+    """
+    return {
+        TELEMETRY_SDK_LANGUAGE: "python",
+        TELEMETRY_SDK_NAME: "opentelemetry",
+        TELEMETRY_SDK_VERSION: sdk_version,
+        SERVICE_INSTANCE_ID: str(uuid.uuid4()),
+        HOST_NAME: socket.gethostname(),
+        PROCESS_PID: os.getpid(),
+    }

@@ -10,12 +10,10 @@ from typing import Any
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry._logs import set_logger_provider
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
 from aiva.settings import Settings
@@ -24,7 +22,8 @@ from aiva.telemetry.exporters import ExportStats
 from aiva.telemetry.histogram import ProducedHistogram
 from aiva.telemetry.log_setup import claim_logging
 from aiva.telemetry.logs import build_otlp_logs
-from aiva.telemetry.metrics import build_metrics
+from aiva.telemetry.metrics import BodySizeHistograms, build_metrics
+from aiva.telemetry.propagation import build_propagator
 from aiva.telemetry.resource import build_resource
 from aiva.telemetry.system import SystemMetrics
 from aiva.telemetry.traces import AdjustableRatioSampler, build_tracer_provider
@@ -48,6 +47,12 @@ class Telemetry:
     release_logging: Callable[[], None] | None = None
     # The contrib client instrumentors this app switched on (see aiva.telemetry.clients).
     clients: ClientInstrumentation | None = None
+    # The formats of telemetry.propagators (W3C trace context and baggage by default).
+    propagator: TextMapPropagator = field(
+        default_factory=lambda: build_propagator(("tracecontext", "baggage"))
+    )
+    # The HTTP server's body sizes, when telemetry.http.body_size_metrics is on.
+    body_sizes: BodySizeHistograms | None = None
     _shut_down: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float) -> list[Exception]:
@@ -66,8 +71,6 @@ class Telemetry:
         if self.clients is not None:  # unpatched first: no new client spans while flushing
             errors += self.clients.uninstrument()
         errors += _each(providers, lambda p: p.force_flush(_millis_left(deadline)))
-        if self.system is not None:
-            errors += _each([self.system], lambda system: system.stop())
         errors += _each(providers, lambda p: _stop(p, _millis_left(deadline)))
         for error in errors:
             logger.error("telemetry shutdown: %s", error, exc_info=error)
@@ -90,12 +93,14 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
     registry = CollectorRegistry()
     logger_provider = sampler = system = request_duration = client_duration = None
+    body_sizes: BodySizeHistograms | None = None
     if config.enabled and config.traces.enabled:
         tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
     if config.enabled and config.metrics.enabled:
         built = build_metrics(settings, resource, stats)
         meter_provider, registry = built.provider, built.registry
         request_duration, client_duration = built.request_duration, built.client_duration
+        body_sizes = built.body_sizes
         system = SystemMetrics(meter_provider)
         system.start()
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
@@ -117,6 +122,8 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         request_duration,
         release_logging,
         clients=clients,
+        propagator=build_propagator(config.propagators),
+        body_sizes=body_sizes,
     )
     install_globals(telemetry)
     return telemetry
@@ -128,9 +135,7 @@ def install_globals(telemetry: Telemetry) -> None:
     The API lets each global be set once per process; a second app in the same process
     (tests) keeps the first one's globals, while its own requests use its own providers.
     """
-    propagate.set_global_textmap(
-        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
-    )
+    propagate.set_global_textmap(telemetry.propagator)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(telemetry.tracer_provider)
     if type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":

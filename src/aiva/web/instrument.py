@@ -152,7 +152,7 @@ def _claim_paths(own: list[Route], theirs: list[BaseRoute], on_conflict: OnConfl
         else:
             raise InstrumentationError(
                 f"aiva's endpoint GET {route.path} would shadow the app's "
-                f"{_describe(clash)}; rename one, or pass on_conflict=\"app\" to leave "
+                f'{_describe(clash)}; rename one, or pass on_conflict="app" to leave '
                 "the path to the app"
             )
     return kept

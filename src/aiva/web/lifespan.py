@@ -107,6 +107,10 @@ def make_lifespan(
             settings.telemetry.traces.excluded_paths,
             telemetry.request_duration,
             instrumented=settings.telemetry.instrumentation == "aiva",
+            settings=settings.telemetry.http,
+            body_sizes=telemetry.body_sizes,
+            propagator=telemetry.propagator,
+            excluded_urls=settings.telemetry.traces.excluded_urls,
         )
         health = build_health(settings, telemetry, checks)
         live = LiveSettings(settings)
@@ -117,11 +121,8 @@ def make_lifespan(
             settings.service.version,
             settings.service.environment,
         )
-        if reload_from is not None and reload_from.loaded.unsupported:
-            logger.warning(
-                "not supported by aiva, and so without effect: %s (see the README)",
-                ", ".join(reload_from.loaded.unsupported),
-            )
+        for notice in reload_from.loaded.notices if reload_from is not None else ():
+            logger.warning("%s (see the README's table of standard variables)", notice)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(health.run)  # the first round starts at once

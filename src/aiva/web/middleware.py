@@ -13,7 +13,13 @@ from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
-from aiva.telemetry.http import SERVER_SPAN_SCOPE_KEY, HttpTelemetry, normalise_method, read_headers
+from aiva.telemetry.http import (
+    CONTENT_LENGTH,
+    SERVER_SPAN_SCOPE_KEY,
+    HttpTelemetry,
+    normalise_method,
+    read_headers,
+)
 from aiva.telemetry.logs import note_request_ids
 from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
 from aiva.web.routing import MountTemplates, route_template
@@ -57,10 +63,20 @@ class RequestMiddleware:
             http = None  # an outer FastAPI app's own telemetry has this request's span
         else:
             scope[FASTAPI_TELEMETRY] = None  # and FastAPI apps mounted below keep out
-        raw_request_id, carrier = read_headers(scope["headers"])
+        # Host, User-Agent, ... for the span's attributes, gathered in the same pass.
+        headers: dict[bytes, bytes] = {}
+        if http is not None:
+            raw_request_id, carrier = read_headers(
+                scope["headers"], headers, http.propagation_headers
+            )
+            method = http.method_of(scope["method"])
+            scheme = http.scheme_of(scope, headers)
+        else:
+            raw_request_id, carrier = read_headers(scope["headers"])
+            method = normalise_method(scope["method"])
+            scheme = scope.get("scheme", "http")
         request_id = request_id_from(raw_request_id)
         request_token = request_id_var.set(request_id)
-        method = normalise_method(scope["method"])
         span: Any = None
         span_token: object = None
         # The path the routes see (without --root-path): the one excluded_paths names.
@@ -70,13 +86,14 @@ class RequestMiddleware:
             and http.make_spans
             and not quiet
             and not scope.get(SERVER_SPAN_SCOPE_KEY)
+            and not http.url_excluded(scope, headers, scheme)
         ):
             scope[SERVER_SPAN_SCOPE_KEY] = True
-            span, span_token = http.start_span(method, scope, carrier)
+            span, span_token = http.start_span(method, scope, carrier, headers, scheme)
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
         error: BaseException | None = None
-        active_key = (method, scope.get("scheme", "http"))
+        active_key = (method, scheme)
         if http is not None:
             http.active[active_key] += 1
         entry_root = scope.get("root_path", "")
@@ -89,8 +106,17 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        inner_receive: Receive = receive
+        inner_send: Send = send_with_request_id
+        bodies = None
+        if http is not None and http.measure_bodies:  # telemetry.http.body_size_metrics
+            bodies = BodyBytes(receive, send_with_request_id, headers.get(CONTENT_LENGTH))
+            inner_send = bodies.send
+            if bodies.counts_request:
+                inner_receive = bodies.receive
+
         try:
-            await self.app(scope, receive, send_with_request_id)
+            await self.app(scope, inner_receive, inner_send)
         except Exception as exc:
             error = exc
             # The server logs it after the span and request id below are gone.
@@ -107,10 +133,56 @@ class RequestMiddleware:
             self.access_log.write(method, route, status, seconds, quiet)
             if http is not None:
                 http.active[active_key] -= 1
-                http.record(method, active_key[1], route, status, seconds)
+                http.record(
+                    method,
+                    scheme,
+                    route,
+                    status,
+                    seconds,
+                    scope.get("http_version"),
+                    error,
+                    None if bodies is None else bodies.request,
+                    None if bodies is None else bodies.response,
+                )
                 if span is not None:
                     http.end_span(span, span_token, method, route, status, error)
             request_id_var.reset(request_token)
+
+
+class BodyBytes:
+    """The request's and the response's body sizes, for the body size histograms.
+
+    The request's is its Content-Length when declared, else (chunked) the bytes the app
+    reads; the response's, the body bytes the app sends.
+    """
+
+    __slots__ = ("_receive", "_send", "counts_request", "request", "response")
+
+    def __init__(self, receive: Receive, send: Send, content_length: bytes | None) -> None:
+        self._receive = receive
+        self._send = send
+        declared = declared_length(content_length)
+        self.counts_request = declared is None  # else `receive` needs no wrapping
+        self.request = 0 if declared is None else declared
+        self.response = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.request += len(message.get("body", b""))
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.response += len(message.get("body", b""))
+        await self._send(message)
+
+
+def declared_length(value: bytes | None) -> int | None:
+    """A Content-Length header's value, None when absent or not a plain number."""
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 class AccessLog:
