@@ -214,7 +214,12 @@ def test_metric_export_interval_paces_the_pushes(
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12"), ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3")],
+    [
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12"),
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3"),
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT", "3"),
+    ],
 )
 def test_attribute_limits_cut_values_and_counts(
     rotel: Callable[[], Rotel],
@@ -226,7 +231,7 @@ def test_attribute_limits_cut_values_and_counts(
     service = _serve_to(collector, aiva_service, **{variable: value})
     _request_items(service, 1)
     [span] = collector.wait_for_spans(lambda s: s["name"] == ITEM_SPAN)
-    if variable == "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT":
+    if variable.endswith("COUNT_LIMIT"):
         assert len(span["attributes"]) == 3
     else:
         assert len(span["attributes"]) > 3
@@ -318,6 +323,7 @@ def test_compression_gzip_shrinks_what_reaches_the_collector(
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "6000"),
         ("OTEL_BSP_EXPORT_TIMEOUT", "300"),  # bounds the 6 s OTLP timeout
+        ("OTEL_BLRP_EXPORT_TIMEOUT", "300"),  # the same for log records
     ],
 )
 def test_the_otlp_timeout_bounds_a_hanging_collector(
@@ -334,7 +340,12 @@ def test_the_otlp_timeout_bounds_a_hanging_collector(
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
         **{"OTEL_EXPORTER_OTLP_TIMEOUT": "6000", variable: timeout_ms},
         OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
+        # The signal the variable is about exports; the other exports nothing.
+        **(
+            {"OTEL_TRACES_EXPORTER": "none"}
+            if variable.startswith("OTEL_BLRP")
+            else {"OTEL_LOGS_EXPORTER": "none"}
+        ),
         AIVA_HEALTH__CHECKS__TELEMETRY__ENABLED="false",
     )
     _request_items(service, 1)
@@ -347,10 +358,18 @@ def test_the_otlp_timeout_bounds_a_hanging_collector(
         assert took >= 5.5, took
 
 
-@pytest.mark.parametrize(("insecure", "arrives"), [("true", True), ("false", False)])
+@pytest.mark.parametrize(
+    ("variable", "insecure", "arrives"),
+    [
+        ("OTEL_EXPORTER_OTLP_INSECURE", "true", True),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "false", False),
+        ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true", True),
+    ],
+)
 def test_insecure_decides_tls_for_a_grpc_host_port_endpoint(
     rotel: Callable[[], Rotel],
     aiva_service: Callable[..., AivaService],
+    variable: str,
     insecure: str,
     arrives: bool,
 ) -> None:
@@ -360,8 +379,8 @@ def test_insecure_decides_tls_for_a_grpc_host_port_endpoint(
     service = _serve(
         aiva_service,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"{collector.host}:{collector.grpc_port}",
-        OTEL_EXPORTER_OTLP_INSECURE=insecure,
         OTEL_METRIC_EXPORT_INTERVAL="60000",
+        **{variable: insecure},
     )
     _request_items(service, 2)
     service.stop()
@@ -369,13 +388,15 @@ def test_insecure_decides_tls_for_a_grpc_host_port_endpoint(
 
 
 @pytest.mark.parametrize(
-    ("protocol", "trust_ca", "client_cert", "arrives"),
+    ("protocol", "trust_ca", "client_cert", "arrives", "prefix"),
     [
-        ("http/protobuf", True, False, True),
-        ("http/protobuf", False, False, False),
-        ("http/protobuf", True, True, True),
-        ("grpc", True, True, True),
-        ("grpc", False, False, False),
+        ("http/protobuf", True, False, True, "OTEL_EXPORTER_OTLP_"),
+        ("http/protobuf", False, False, False, "OTEL_EXPORTER_OTLP_"),
+        ("http/protobuf", True, True, True, "OTEL_EXPORTER_OTLP_"),
+        ("grpc", True, True, True, "OTEL_EXPORTER_OTLP_"),
+        ("grpc", False, False, False, "OTEL_EXPORTER_OTLP_"),
+        ("http/protobuf", True, True, True, "OTEL_EXPORTER_OTLP_TRACES_"),  # the signal's own
+        ("grpc", True, True, True, "OTEL_EXPORTER_OTLP_TRACES_"),
     ],
 )
 def test_certificates_secure_the_export(
@@ -386,6 +407,7 @@ def test_certificates_secure_the_export(
     trust_ca: bool,
     client_cert: bool,
     arrives: bool,
+    prefix: str,
 ) -> None:
     """HTTPS to a TLS terminator in front of rotel: the CA file makes the server trusted
     (the system's bundle does not know it); with client certificates required, the client
@@ -404,10 +426,10 @@ def test_certificates_secure_the_export(
             "OTEL_LOGS_EXPORTER": "none",
         }
         if trust_ca:
-            env["OTEL_EXPORTER_OTLP_CERTIFICATE"] = str(certificates.ca)
+            env[f"{prefix}CERTIFICATE"] = str(certificates.ca)
         if client_cert:
-            env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] = str(certificates.client_cert)
-            env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(certificates.client_key)
+            env[f"{prefix}CLIENT_CERTIFICATE"] = str(certificates.client_cert)
+            env[f"{prefix}CLIENT_KEY"] = str(certificates.client_key)
         service = _serve(aiva_service, **env)
         _request_items(service, 2)
         service.stop()
@@ -566,15 +588,19 @@ def test_the_exemplar_filter_decides_exemplars_on_sdk_histograms(
     assert ("Exemplar #" in block) is expected, block[:1500]
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS",
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
+    ],
+)
 def test_excluded_urls_get_no_span(
-    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService], variable: str
 ) -> None:
     collector = rotel()
-    service = _serve_to(
-        collector,
-        aiva_service,
-        OTEL_PYTHON_EXCLUDED_URLS="items/1$,/api/demo/work",
-    )
+    service = _serve_to(collector, aiva_service, **{variable: "items/1$,/api/demo/work"})
     _request_items(service, 3)  # items 0, 1, 2
     with service.client() as client:
         assert client.get("/api/demo/work").status_code == 200
@@ -584,29 +610,44 @@ def test_excluded_urls_get_no_span(
     assert paths == ["/", "/api/demo/items/0", "/api/demo/items/2"]
 
 
-def test_b3_multi_headers_carry_the_parent(
-    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+B3_TRACE, B3_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+W3C_PARENT = "00-11111111111111111111111111111111-2222222222222222-01"
+
+
+@pytest.mark.parametrize(
+    ("propagators", "headers", "parent"),
+    [
+        (
+            "b3multi",
+            {"X-B3-TraceId": B3_TRACE, "X-B3-SpanId": B3_SPAN, "X-B3-Sampled": "1"},
+            (B3_TRACE, B3_SPAN),
+        ),
+        ("b3", {"b3": f"{B3_TRACE}-{B3_SPAN}-1"}, (B3_TRACE, B3_SPAN)),
+        ("tracecontext,b3", {"b3": f"{B3_TRACE}-{B3_SPAN}-1"}, (B3_TRACE, B3_SPAN)),
+        ("none", {"b3": f"{B3_TRACE}-{B3_SPAN}-1"}, None),
+    ],
+)
+def test_the_configured_propagators_carry_the_parent(
+    rotel: Callable[[], Rotel],
+    aiva_service: Callable[..., AivaService],
+    propagators: str,
+    headers: dict[str, str],
+    parent: tuple[str, str] | None,
 ) -> None:
+    """A W3C traceparent is sent along every time: read only when tracecontext is listed;
+    with both listed, the composite extracts in order and the later (b3) context wins."""
     collector = rotel()
-    service = _serve_to(
-        collector,
-        aiva_service,
-        OTEL_PROPAGATORS="b3multi",
-    )
-    _request_items(
-        service,
-        1,
-        **{
-            "X-B3-TraceId": "0af7651916cd43dd8448eb211c80319c",
-            "X-B3-SpanId": "b7ad6b7169203331",
-            "X-B3-Sampled": "1",
-            "traceparent": "00-11111111111111111111111111111111-2222222222222222-01",
-        },
-    )
+    service = _serve_to(collector, aiva_service, OTEL_PROPAGATORS=propagators)
+    _request_items(service, 1, traceparent=W3C_PARENT, **headers)
     [span] = collector.wait_for_spans(lambda s: s["name"] == ITEM_SPAN)
-    # The B3 parent is adopted; W3C headers are not read when not configured.
-    assert span["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
-    assert span["parent_id"] == "b7ad6b7169203331"
+    got = (span["trace_id"], span["parent_id"])
+    if propagators.startswith("tracecontext"):
+        # The later propagator's context wins in a composite: b3's here.
+        assert got == parent
+    elif parent is None:
+        assert span["parent_id"] == "" and span["trace_id"] not in (B3_TRACE, "1" * 32)
+    else:
+        assert got == parent
 
 
 @pytest.mark.parametrize(
@@ -633,3 +674,164 @@ def test_log_record_limits_apply_to_exported_records(
     else:
         assert line["attributes"]["http.route"] == "/api"
         assert str(line["body"]).startswith("GET /api/demo/items/")  # the body is not cut
+
+
+SIGNAL_PATHS = {"TRACES": "/v1/traces", "METRICS": "/v1/metrics", "LOGS": "/v1/logs"}
+
+
+@pytest.mark.parametrize("signal", list(SIGNAL_PATHS))
+def test_a_signals_own_compression_and_headers_apply_to_it_alone(
+    aiva_service: Callable[..., AivaService], signal: str
+) -> None:
+    capture = HeadCapture()
+    capture.start()
+    try:
+        service = _serve(
+            aiva_service,
+            OTEL_EXPORTER_OTLP_ENDPOINT=capture.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            **{
+                f"OTEL_EXPORTER_OTLP_{signal}_COMPRESSION": "gzip",
+                f"OTEL_EXPORTER_OTLP_{signal}_HEADERS": "x-signal=own",
+            },
+        )
+        _request_items(service, 1)
+        service.stop()
+    finally:
+        capture.stop()
+    for path, headers in capture.requests:
+        own = path == SIGNAL_PATHS[signal]
+        assert (headers.get("content-encoding") == "gzip") is own, (path, headers)
+        assert (headers.get("x-signal") == "own") is own, (path, headers)
+    assert {path for path, _ in capture.requests} == set(SIGNAL_PATHS.values())
+
+
+def test_the_general_compression_applies_to_every_signal(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    capture = HeadCapture()
+    capture.start()
+    try:
+        service = _serve(
+            aiva_service,
+            OTEL_EXPORTER_OTLP_ENDPOINT=capture.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_COMPRESSION="gzip",
+        )
+        _request_items(service, 1)
+        service.stop()
+    finally:
+        capture.stop()
+    assert capture.requests
+    assert all(h.get("content-encoding") == "gzip" for _, h in capture.requests)
+
+
+@pytest.mark.parametrize("signal", list(SIGNAL_PATHS))
+def test_a_signals_own_timeout_bounds_its_export_to_a_slow_collector(
+    aiva_service: Callable[..., AivaService], signal: str
+) -> None:
+    """A collector that answers after 4 s; the signal's own timeout is 300 ms, the others
+    export nothing: the shutdown flush gives up at once instead of waiting 4 s."""
+    capture = HeadCapture(delay_s=4.0)
+    capture.start()
+    others = {s: "none" for s in SIGNAL_PATHS if s != signal}
+    try:
+        service = _serve(
+            aiva_service,
+            OTEL_EXPORTER_OTLP_ENDPOINT=capture.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_TIMEOUT="10000",
+            AIVA_HEALTH__CHECKS__TELEMETRY__ENABLED="false",
+            OTEL_METRIC_EXPORT_INTERVAL="60000",
+            **{f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT": "300"},
+            **{f"OTEL_{s}_EXPORTER": v for s, v in others.items()},
+        )
+        _request_items(service, 1)
+        started = time.monotonic()
+        assert service.terminate(timeout=30) is not None
+        took = time.monotonic() - started
+    finally:
+        capture.stop()
+    assert any(path == SIGNAL_PATHS[signal] for path, _ in capture.requests)
+    assert took < 3.5, took
+
+
+def test_log_batch_size_splits_the_exports(
+    rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
+) -> None:
+    collector = rotel()
+    service = _serve_to(
+        collector,
+        aiva_service,
+        OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="1",
+        OTEL_BLRP_SCHEDULE_DELAY="60000",
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    _request_items(service, 4)
+    service.stop()  # the shutdown flush: one export a log record
+    records = collector.log_records()
+    assert len(_access_lines(collector)) >= 4
+    assert collector.output().count("ResourceLog #0") >= len(records) >= 5
+
+
+def test_the_metric_export_timeout_bounds_a_slow_collector(
+    aiva_service: Callable[..., AivaService],
+) -> None:
+    capture = HeadCapture(delay_s=4.0)
+    capture.start()
+    try:
+        service = _serve(
+            aiva_service,
+            OTEL_EXPORTER_OTLP_ENDPOINT=capture.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_TIMEOUT="10000",
+            OTEL_METRIC_EXPORT_TIMEOUT="300",
+            OTEL_METRIC_EXPORT_INTERVAL="60000",
+            OTEL_TRACES_EXPORTER="none",
+            OTEL_LOGS_EXPORTER="none",
+            AIVA_HEALTH__CHECKS__TELEMETRY__ENABLED="false",
+        )
+        started = time.monotonic()
+        assert service.terminate(timeout=30) is not None
+        took = time.monotonic() - started
+    finally:
+        capture.stop()
+    assert any(path == "/v1/metrics" for path, _ in capture.requests)
+    assert took < 3.5, took
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [("OTEL_SPAN_LINK_COUNT_LIMIT", (1, 3)), ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", (3, 1))],
+)
+def test_link_limits_apply_to_a_services_own_spans(
+    rotel: Callable[[], Rotel], variable: str, expected: tuple[int, int]
+) -> None:
+    """aiva's server spans have no links; a span the service starts with aiva's tracer
+    provider may: three links of three attributes each, limited as configured."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    from aiva.settings import load_settings
+    from aiva.telemetry.exporters import ExportStats
+    from aiva.telemetry.resource import build_resource
+    from aiva.telemetry.traces import build_tracer_provider
+
+    collector = rotel()
+    settings = load_settings(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint, variable: "1"},
+        config_dir="/nonexistent",
+    ).settings
+    provider, _ = build_tracer_provider(settings, build_resource(settings), ExportStats())
+    links = [
+        Link(
+            SpanContext(0x1000 + n, 0x2000 + n, is_remote=True, trace_flags=TraceFlags(1)),
+            {"a": 1, "b": 2, "c": 3},
+        )
+        for n in range(3)
+    ]
+    provider.get_tracer("test").start_span("linked", links=links).end()
+    provider.force_flush()
+    provider.shutdown()
+    [span] = collector.wait_for_spans(lambda s: s["name"] == "linked")
+    assert (len(span["links"]), len(span["links"][0]["attributes"])) == expected

@@ -4,15 +4,17 @@ answers 200 with an empty body, which OTLP/HTTP clients take as a full success."
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .ports import LOOPBACK, free_port
 
 
 class HeadCapture:
-    """Records (path, lower-cased headers) of every POST it receives."""
+    """Records (path, lower-cased headers) of every POST it receives; answers after
+    `delay_s` (a slow collector)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.port = free_port(LOOPBACK)
         self.requests: list[tuple[str, dict[str, str]]] = []
         capture = self
@@ -24,6 +26,7 @@ class HeadCapture:
                 capture.requests.append(
                     (self.path, {k.lower(): v for k, v in self.headers.items()})
                 )
+                time.sleep(delay_s)
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")

@@ -46,7 +46,7 @@ from aiva.settings import Settings
 from aiva.settings.model import MetricsSettings
 from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.otlp_target import otlp_target
+from aiva.telemetry.otlp_target import otlp_target, within
 from aiva.telemetry.system import PROMETHEUS_NAMES, system_views
 
 # The HTTP semantic conventions' advised boundaries for http.server.request.duration (s).
@@ -135,7 +135,15 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
     metrics = settings.telemetry.metrics
     target = otlp_target(settings.telemetry.otlp, "metrics")
     exporter = (
-        CountingMetricExporter(otlp_exporter(target, **otlp_preferences(metrics)), stats)
+        CountingMetricExporter(
+            # The reader passes its export timeout to export(), which the SDK's OTLP
+            # exporters do not bound their requests by (1.45): the exporter applies it.
+            otlp_exporter(
+                within(target, metrics.export_timeout_s or target.timeout_s),
+                **otlp_preferences(metrics),
+            ),
+            stats,
+        )
         if target is not None and "otlp" in metrics.exporters
         else None
     )

@@ -68,7 +68,8 @@ def any_target(otlp: OtlpSettings) -> bool:
 
 
 def within(target: OtlpTarget, export_timeout_s: float) -> OtlpTarget:
-    """The target with its timeout bounded by a batch processor's export timeout
-    (OTEL_BSP_EXPORT_TIMEOUT, OTEL_BLRP_EXPORT_TIMEOUT): the SDK's batch processors
-    keep that value without using it (1.45), so the exporter applies it."""
+    """The target with its timeout bounded by a processor's or reader's export timeout
+    (OTEL_BSP_EXPORT_TIMEOUT, OTEL_BLRP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT): the
+    SDK's batch processors keep theirs unused, and its OTLP exporters do not bound a
+    request by the timeout a reader passes (1.45), so the exporter applies it."""
     return replace(target, timeout_s=min(target.timeout_s, export_timeout_s))
