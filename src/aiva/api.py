@@ -18,6 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from aiva import __version__
 from aiva.context import log_fields_var
 from aiva.settings.masking import MASK, is_secret_name, mask_text, masked_exception
+from aiva.telemetry.http import error_type
 
 logger = logging.getLogger("aiva.operation")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,7 +117,7 @@ class operation:
         if isinstance(error, Exception):
             span.record_exception(error, attributes=masked_exception(error))
             span.set_status(Status(StatusCode.ERROR, mask_text(str(error))))
-            attributes["error.type"] = type(error).__qualname__
+            attributes["error.type"] = error_type(error, 0)  # as the HTTP spans name it
             logger.error("operation %s failed: %s", self.name, error, exc_info=error, extra=extra)
         else:
             logger.info("operation %s finished", self.name, extra=extra)

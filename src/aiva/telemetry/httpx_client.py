@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from aiva import __version__
 from aiva.settings.masking import mask_text
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.http import KNOWN_METHODS
+from aiva.telemetry.http import KNOWN_METHODS, error_type
 from aiva.telemetry.metrics import CLIENT_DURATION, DURATION_BUCKETS_S
 
 SCOPE = "aiva.httpx"
@@ -191,7 +191,7 @@ class _Call:
 
     def fail(self, error: BaseException) -> None:
         seconds = time.perf_counter() - self.started
-        kind = type(error).__qualname__
+        kind = error_type(error, 0) or type(error).__qualname__
         span = self.span
         if span.is_recording():
             message = mask_text(str(error))  # a driver's message may quote the URL
