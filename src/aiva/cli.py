@@ -19,6 +19,7 @@ from aiva.health.model import Status, http_status
 from aiva.health.report import report
 from aiva.settings import LoadedSettings, Settings, load_settings, mask_value, to_dict
 from aiva.settings.layers import leaves, source_of
+from aiva.settings.reload import problem_line
 
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1
@@ -191,8 +192,8 @@ def _load(environ: Mapping[str, str], env: str | None) -> LoadedSettings:
 
 
 def _fail(error: SettingsError) -> NoReturn:
-    for problem in error.problems:
-        click.echo(f"settings error: {problem}", err=True)
+    for problem in error.problems:  # every one, each cut to a line of bounded length
+        click.echo(f"settings error: {problem_line(problem)}", err=True)
     sys.exit(EXIT_SETTINGS)
 
 

@@ -20,9 +20,16 @@ def freeze_long_lived() -> None:
 
 
 def refreeze_if_frozen() -> None:
-    """After a reload replaced frozen objects (settings, health checks): thaw, collect
-    what the reload left behind, cycles included, and freeze again. Does nothing where
-    nothing was frozen (an app served by another server than `aiva serve`)."""
+    """After a reload: freeze what it built (settings, health checks) too, without
+    collecting. Does nothing where nothing was frozen (an app served by another server
+    than `aiva serve`).
+
+    Thawing and collecting the whole heap again, to free reference cycles among the
+    objects the reload replaced, stalled the event loop for 73 to 127 ms after every
+    applied reload (a readiness probe answered in 146 ms): a full collection holds the
+    interpreter whichever thread runs it. `gc.freeze()` alone only moves the young
+    generations over (constant time). What it costs instead: cycles among the replaced
+    objects stay frozen, at most one settings tree and one set of checks a reload.
+    """
     if gc.get_freeze_count():
-        gc.unfreeze()
-        freeze_long_lived()
+        gc.freeze()

@@ -16,6 +16,7 @@ from aiva.errors import AppLoadError
 from aiva.heap import freeze_long_lived
 from aiva.settings import LoadedSettings
 from aiva.telemetry.log_setup import configure_logging
+from aiva.web.protocol import HeadLimits, http_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def run(
     # Logging is set up once, here, before anything is served: uvicorn's own start-up
     # lines already come out in aiva's format, and the app's lifespan leaves it alone.
     configure_logging(loaded.settings.telemetry.logs)
+    limits = server_settings.limits
     common: dict[str, Any] = {
         "host": server_settings.host,
         "port": server_settings.port,
@@ -84,6 +86,14 @@ def run(
         "access_log": False,  # replaced by aiva's structured access log
         "lifespan": "on",
         "server_header": False,
+        # httptools with aiva's request-head limits (aiva.web.protocol says why);
+        # in every worker too: the Config, this protocol with it, goes to each.
+        "http": http_protocol(
+            HeadLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s)
+        ),
+        # The same head limit for uvicorn's h11 protocol, should aiva fall back to it.
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+        "timeout_keep_alive": limits.keepalive_timeout_s,
     }
     if server_settings.workers > 1:
         os.environ[APP_VARIABLE] = target or ""

@@ -460,7 +460,9 @@ def test_the_contrib_httpx_variables_aiva_does_not_honour_are_named_at_start(
     ):
         pass
     [warning] = [
-        r.getMessage() for r in caplog.records if "not supported by aiva as settings" in r.getMessage()
+        r.getMessage()
+        for r in caplog.records
+        if "not supported by aiva as settings" in r.getMessage()
     ]
     assert "OTEL_PYTHON_HTTPX_EXCLUDED_URLS" in warning
     assert "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST" in warning

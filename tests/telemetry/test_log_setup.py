@@ -78,7 +78,7 @@ def test_opentelemetrys_own_handler_does_not_count_as_configured() -> None:
     try:
         release = claim_logging(LOGS, OtlpLogs(provider, processor))
         kinds = [type(h).__name__ for h in root.handlers]
-        assert "StreamHandler" in kinds and "LoggingHandler" not in kinds
+        assert "QueuedOutput" in kinds and "LoggingHandler" not in kinds  # aiva's console
         release()
         assert root.handlers == [theirs]
     finally:

@@ -55,7 +55,7 @@ def test_info_shows_runtime_and_masked_settings() -> None:
         settings(AIVA_DATABASE__PASSWORD="pg-secret", AIVA_SECURITY__API_KEY="key-secret")
     )
     with TestClient(app) as client:
-        body = client.get("/info").json()
+        body = client.get("/info", headers={"X-API-Key": "key-secret"}).json()
     assert body["service"]["name"] == "aiva"
     assert body["runtime"]["pid"] > 0
     assert body["runtime"]["uptime_seconds"] >= 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from aiva.settings.layers import (
     DEFAULT_ENV,
     STANDARD_ENVS,
     Layer,
+    Origins,
     get_path,
     merge,
     read_layers,
@@ -69,7 +70,7 @@ def load_settings(
     problems = _folder_problems(folder, environ, config_dir) + problems
     problems += _env_problems(env, layers, explicit=env_given)
     merged = merge(layers)
-    origins = dict(merged.origins)
+    origins = Origins(merged.origins.items())
     adopt_resource_identity(merged.data, origins)
     _note_derived(merged.data, origins, env)
     data = derive(normalise(merged.data), env=env, version=__version__)
@@ -136,7 +137,7 @@ def _env_problems(env: str, layers: Sequence[Layer], explicit: str) -> list[Prob
     return [Problem("AIVA_ENV", f"names no settings section (known: {names})", explicit, repr(env))]
 
 
-def _note_derived(data: Mapping[str, object], origins: dict[str, str], env: str) -> None:
+def _note_derived(data: Mapping[str, object], origins: MutableMapping[str, str], env: str) -> None:
     """Provenance of the keys `derive` fills from others."""
     derived = {
         "service.version": "package version",

@@ -187,12 +187,23 @@ def _mask_whole(match: re.Match[str]) -> str:
     return MASK if match.group() else ""  # an empty match masks nothing
 
 
+# Under `app.*` (the service's own settings, free-form) also a name ending in `key` or
+# `keys` (`stripe_key`, `signingKey`, `stripe.key`) or holding `credential`
+# (`gcp_credentials_json`), as Spring Boot's actuator masks them, and at any depth:
+# `app.stripe_keys.live` is a secret too. aiva's own keys list their secrets
+# (SECRET_KEYS): there `security.rate_limit.key` and `telemetry.otlp.client_key` (a
+# file's path) are none.
+_APP_SECRET_NAME = re.compile(rf"(?:{_NAME}|keys?)\Z|credential", re.IGNORECASE)
+
+
 def is_secret_key(key: str) -> bool:
     """Whether a dotted key names a secret (or lies under one, like a header value)."""
+    section, _, rest = key.partition(".")
     return (
         key in SECRET_KEYS
         or is_secret_name(key.rsplit(".", 1)[-1])
         or any(key.startswith(secret + ".") for secret in SECRET_KEYS)
+        or (section == "app" and any(_APP_SECRET_NAME.search(part) for part in rest.split(".")))
     )
 
 
@@ -247,7 +258,7 @@ def mask_value(key: str, value: Any) -> Any:
             return {name: MASK for name in value}
         return {name: mask_value(f"{key}.{name}", item) for name, item in value.items()}
     if is_secret_key(key):
-        return MASK
+        return MASK if value != "" else value  # an empty one hides nothing (and is no key)
     if isinstance(value, str):  # a URL's password, and whatever else looks like a secret
         return mask_text(mask_url(value))
     if isinstance(value, list | tuple):

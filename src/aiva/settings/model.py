@@ -39,9 +39,28 @@ def rule(**constraints: Any) -> dict[str, Any]:
 
     ge, gt, le, nonempty, path (URL paths), url_schemes, in_folder (a file in an existing folder),
     regex (regular expressions),
-    boundaries (a table of instrument name: histogram bucket boundaries).
+    boundaries (a table of instrument name: histogram bucket boundaries),
+    rate_limit_key, rate_limit_storage, rate_limit_groups (security.rate_limit's forms).
     """
     return constraints
+
+
+@dataclass(frozen=True)
+class ServerLimitsSettings:
+    """Connection and request limits (aiva.web.protocol, aiva.web.shedding)."""
+
+    # A request head (request line and header lines) larger than this: 431.
+    max_header_bytes: int = field(metadata=rule(ge=1024))
+    # More header lines than this: 431.
+    max_headers: int = field(metadata=rule(ge=1))
+    # A connection without a complete request head this long after it opened (or after
+    # the head's first byte, on a kept-alive connection) is closed.
+    header_timeout_s: float = field(metadata=rule(gt=0))
+    # An idle kept-alive connection is closed after this long.
+    keepalive_timeout_s: float = field(metadata=rule(gt=0))
+    # Requests in flight in one process beyond this: 503 with Retry-After (probes
+    # exempt); None: no limit.
+    max_concurrency: int | None = field(metadata=rule(ge=1))
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,7 @@ class ServerSettings:
     port: int = field(metadata=rule(ge=1, le=65535))
     workers: int = field(metadata=rule(ge=1))
     graceful_timeout_s: float = field(metadata=rule(gt=0))
+    limits: ServerLimitsSettings
 
 
 @dataclass(frozen=True)
@@ -264,11 +284,29 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Requests a client may make in a sliding window (aiva.web.rate_limit)."""
+
+    enabled: bool
+    requests: int = field(metadata=rule(ge=1))
+    # Whole seconds: RateLimit-Policy's `w` has no fractions.
+    window_s: int = field(metadata=rule(ge=1))
+    # `client` (the peer address) or `header:NAME` (a client id a proxy sets).
+    key: str = field(metadata=rule(rate_limit_key=True))
+    # `memory` (each process its own) or a redis:// URL (shared by workers and pods).
+    storage: str = field(metadata=rule(rate_limit_storage=True))
+    # Path prefix: a limit of its own in the limits library's notation ("5/minute").
+    groups: Mapping[str, str] = field(metadata=rule(rate_limit_groups=True))
+
+
+@dataclass(frozen=True)
 class SecuritySettings:
-    api_key: str | None
+    # None: no key asked for; an empty one is an error (it would turn the check off).
+    api_key: str | None = field(metadata=rule(nonempty=True))
     api_key_header: str = field(metadata=rule(nonempty=True))
     allowed_origins: tuple[str, ...]
     max_request_body_bytes: int = field(metadata=rule(ge=1))
+    rate_limit: RateLimitSettings
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,20 @@ def _constraint_rules(key: str, constraints: Mapping[str, Any]) -> Iterator[Rule
         )
     if constraints.get("http_tokens"):
         yield _rule(key, "must be a list of HTTP method names (RFC 9110 tokens)", _all_tokens)
+    if constraints.get("rate_limit_key"):
+        yield _rule(key, "must be client or header:NAME (NAME a header name)", _is_rate_limit_key)
+    if constraints.get("rate_limit_storage"):
+        yield _rule(
+            key,
+            "must be memory or a URL (redis, rediss)",
+            lambda v: v == "memory" or _is_url(v, ("redis", "rediss")),
+        )
+    if constraints.get("rate_limit_groups"):
+        yield _rule(
+            key,
+            'must be a table of path prefix: limit ("/api/login": 5/minute)',
+            _are_rate_limit_groups,
+        )
 
 
 # An instrument name as the OpenTelemetry API defines it (the SDK refuses others).
@@ -444,6 +458,25 @@ _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 def _all_tokens(value: Any) -> bool:
     return all(isinstance(i, str) and _HTTP_TOKEN.fullmatch(i) for i in value)
+
+
+def _is_rate_limit_key(value: Any) -> bool:
+    kind, _, name = str(value).partition(":")
+    return value == "client" or (kind == "header" and bool(_HTTP_TOKEN.fullmatch(name)))
+
+
+# A group's prefix names its policy in the RateLimit headers (a structured-field string:
+# visible ASCII, no quote or backslash).
+_GROUP_PREFIX = re.compile(r"/[!#-\[\]-~]*")
+
+
+def _are_rate_limit_groups(value: Any) -> bool:
+    from limits import parse  # the notation the limits library reads
+
+    for prefix, limit in value.items():
+        if not _GROUP_PREFIX.fullmatch(prefix) or parse(limit).amount < 1:
+            return False
+    return True
 
 
 def _all_paths(value: Any) -> bool:

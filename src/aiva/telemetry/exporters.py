@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from aiva.telemetry.otlp_target import OtlpTarget
+from aiva.telemetry.oversize import export_in_parts, size_options, watch_outcomes
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,47 @@ class ExportStats:
         self._lock = threading.Lock()
         self._counts = {(s, o): 0 for s in SIGNALS for o in OUTCOMES}
         self._failing: dict[Signal, bool] = dict.fromkeys(SIGNALS, False)
+        # What has not left yet: handed to an exporter with no outcome counted so far,
+        # and the batch queues' lengths. Shutdown counts it as dropped when it gives up.
+        self._handed_over: dict[Signal, int] = dict.fromkeys(SIGNALS, 0)
+        self._queues: list[tuple[Signal, Callable[[], int]]] = []
+        self._abandoned = False
 
-    def add(self, signal: Signal, outcome: Outcome, count: int) -> None:
+    def add(self, signal: Signal, outcome: Outcome, count: int, handed_over: bool = True) -> None:
+        """Count `count` items' outcome; `handed_over`: they had been handed to an exporter
+        (a batch queue's own drops had not)."""
         with self._lock:
+            if self._abandoned:  # an export that returned after shutdown gave up on it
+                return
             self._counts[signal, outcome] += count
+            if handed_over:
+                self._handed_over[signal] = max(0, self._handed_over[signal] - count)
             if outcome != "dropped":
                 self._failing[signal] = outcome == "failed"
+
+    def hand_over(self, signal: Signal, count: int) -> None:
+        """`count` items go to an exporter now; their outcome is counted when it returns."""
+        with self._lock:
+            self._handed_over[signal] += count
+
+    def watch_queue(self, signal: Signal, length: Callable[[], int]) -> None:
+        """A batch queue of `signal`, whose items have not left yet."""
+        with self._lock:
+            self._queues.append((signal, length))
+
+    def abandon(self) -> dict[Signal, int]:
+        """Count everything that has not left as dropped, once (shutdown giving up on it),
+        and return it by signal; later outcomes are not counted."""
+        with self._lock:
+            if self._abandoned:
+                return dict.fromkeys(SIGNALS, 0)
+            left = dict(self._handed_over)
+            for signal, length in self._queues:
+                left[signal] += length()
+            for signal, count in left.items():
+                self._counts[signal, "dropped"] += count
+            self._abandoned = True
+            return left
 
     def counts(self) -> dict[tuple[Signal, Outcome], int]:
         with self._lock:
@@ -75,34 +111,55 @@ class _Counting:
         return result
 
 
-class CountingSpanExporter(SpanExporter, _Counting):
-    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
-        _Counting.__init__(self, stats, "spans")
+class _CountingItems(_Counting):
+    """Span and log record export: a batch refused as too large goes in halves
+    (aiva.telemetry.oversize), each item counted once."""
+
+    def __init__(self, inner: Any, stats: ExportStats, signal: Signal, item: str) -> None:
+        _Counting.__init__(self, stats, signal)
         self.inner = inner
+        self._item = item
+        outcomes = watch_outcomes(inner)
+        self._refusal = outcomes.refused_as_too_large if outcomes else lambda: None
+
+    def _export_items(self, batch: Sequence[Any], success: Any) -> bool:
+        def send(part: Sequence[Any]) -> bool:
+            try:
+                return bool(self.inner.export(part) == success)
+            except Exception:
+                logger.exception("OTLP export of %d %s raised", len(part), self._signal)
+                return False
+
+        def count(outcome: Outcome, items: int) -> None:
+            self._stats.add(self._signal, outcome, items)
+
+        return export_in_parts(batch, send, self._refusal, count, self._item)
+
+
+class CountingSpanExporter(SpanExporter, _CountingItems):
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        _CountingItems.__init__(self, inner, stats, "spans", "span")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result: SpanExportResult = self._export(
-            lambda: self.inner.export(spans), len(spans), SpanExportResult.SUCCESS
-        )
-        return result
+        if self._export_items(spans, SpanExportResult.SUCCESS):
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        return bool(self.inner.force_flush(timeout_millis))
 
 
-class CountingLogExporter(LogRecordExporter, _Counting):
+class CountingLogExporter(LogRecordExporter, _CountingItems):
     def __init__(self, inner: LogRecordExporter, stats: ExportStats) -> None:
-        _Counting.__init__(self, stats, "logs")
-        self.inner: Any = inner
+        _CountingItems.__init__(self, inner, stats, "logs", "log record")
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        result: LogRecordExportResult = self._export(
-            lambda: self.inner.export(batch), len(batch), LogRecordExportResult.SUCCESS
-        )
-        return result
+        if self._export_items(batch, LogRecordExportResult.SUCCESS):
+            return LogRecordExportResult.SUCCESS
+        return LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -160,10 +217,11 @@ class DropCounter:
         """Queue size is not exported (yet)."""
 
     def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        self._stats.add(self._signal, "dropped", count)
+        self._stats.add(self._signal, "dropped", count, handed_over=False)
 
     def finish_items(self, count: int) -> None:
-        """Handed to the exporter: counted there, with its result."""
+        """Handed to the exporter: its outcome is counted there, with its result."""
+        self._stats.hand_over(self._signal, count)
 
 
 def count_drops(processor: Any, stats: ExportStats, signal: Signal) -> None:
@@ -175,6 +233,9 @@ def count_drops(processor: Any, stats: ExportStats, signal: Signal) -> None:
         )
         return
     batch._metrics = DropCounter(stats, signal)
+    queue = getattr(batch, "_queue", None)  # a deque: what shutdown would leave behind
+    if queue is not None:
+        stats.watch_queue(signal, queue.__len__)
 
 
 # (module, class) of the OTLP exporter for each signal and protocol: the SDK's, with
@@ -213,6 +274,8 @@ def otlp_exporter(target: OtlpTarget, **options: Any) -> Any:
         "timeout": target.timeout_s,
         **options,  # the metric exporter's temporality and aggregation
     }
+    if target.signal != "metrics":  # spans and log records: no request over the limit
+        common.update(size_options(target.protocol))
     if target.protocol == "grpc":
         import grpc  # type: ignore[import-untyped]
 

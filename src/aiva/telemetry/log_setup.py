@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiva.settings.model import LogsSettings
+from aiva.telemetry.log_queue import console_output, file_output
 from aiva.telemetry.logs import ConsoleFormatter, JsonFormatter, OtlpLogHandler, OtlpLogs
 from aiva.telemetry.scrub import RecordScrubber
 
@@ -38,21 +39,18 @@ def configure_logging(settings: LogsSettings) -> None:
     logging is set up. The server calls it before it serves; an app's lifespan calls it
     through `claim_logging` when nothing of aiva's is configured yet."""
     scrubber = RecordScrubber(settings.scrub.patterns)
+    # Both outputs behind bounded queues drained by their own threads: a reader that
+    # stalls costs dropped (and counted) records, never the event loop (log_queue).
     handlers: dict[str, dict[str, Any]] = {
-        "console": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-            "formatter": settings.format,
-        }
+        "console": {"()": console_output, "formatter": settings.format}
     }
     if settings.file.path:
         handlers["file"] = {
-            "class": "logging.handlers.RotatingFileHandler",
+            "()": file_output,
             "filename": settings.file.path,
-            "maxBytes": settings.file.max_bytes,
-            "backupCount": settings.file.backup_count,
+            "max_bytes": settings.file.max_bytes,
+            "backup_count": settings.file.backup_count,
             "formatter": "json",
-            "encoding": "utf-8",
         }
     logging.config.dictConfig(
         {

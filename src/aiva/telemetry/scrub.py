@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from aiva.context import log_fields_var, request_id_var
 from aiva.settings.masking import MASK, Scrubber, is_secret_name
+from aiva.telemetry.log_bounds import bounded
 
 ACCESS_LOGGER = "aiva.access"
 # The access line's own fields hold no text of the request, so they are not scrubbed:
@@ -56,7 +57,8 @@ class RecordScrubber:
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns = tuple(patterns)
-        self.text = Scrubber(self.patterns).scrub
+        # Every text of a record is scrubbed through this, and cut when too long.
+        self.text = bounded(Scrubber(self.patterns).scrub)
 
     def view(self, record: logging.LogRecord) -> RecordView:
         """The record's view, computed once and kept on the record: the console, the
@@ -78,7 +80,10 @@ class RecordScrubber:
         if bound:
             self._add_fields(fields, bound, skip=_NONE, safe=_NONE)
         safe = _ACCESS_FIELDS if record.name == ACCESS_LOGGER else _NONE
-        self._add_fields(fields, record.__dict__, skip=_NOT_EXTRAS, safe=safe)
+        # A snapshot (one C-level copy): the console's and the file's threads and the OTLP
+        # handler on the event loop may each make the view, one noting it on the record
+        # while another walks the record's attributes.
+        self._add_fields(fields, dict(record.__dict__), skip=_NOT_EXTRAS, safe=safe)
         stacktrace = exception_message = None
         if record.exc_info:
             stacktrace = self.text("".join(traceback.format_exception(*record.exc_info)))

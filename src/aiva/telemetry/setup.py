@@ -20,11 +20,13 @@ from aiva.settings import Settings
 from aiva.telemetry.clients import ClientInstrumentation, client_libraries, instrument_clients
 from aiva.telemetry.exporters import ExportStats
 from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.log_queue import observe_log_drops
 from aiva.telemetry.log_setup import claim_logging
 from aiva.telemetry.logs import build_otlp_logs
 from aiva.telemetry.metrics import BodySizeHistograms, build_metrics
 from aiva.telemetry.propagation import build_propagator
 from aiva.telemetry.resource import build_resource
+from aiva.telemetry.shutdown import flush_within, report_abandoned, stop_within
 from aiva.telemetry.system import SystemMetrics
 from aiva.telemetry.traces import AdjustableRatioSampler, build_tracer_provider
 
@@ -56,24 +58,32 @@ class Telemetry:
     _shut_down: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float) -> list[Exception]:
-        """Push out what is buffered, all providers sharing one deadline."""
-        deadline = time.monotonic() + timeout_s
-        return _each(self._sdk_providers(), lambda p: p.force_flush(_millis_left(deadline)))
+        """Push out what is buffered, all providers at once, returning by the deadline
+        whatever the collector does (a flush still running then is a TimeoutError)."""
+        outcome = flush_within(self._sdk_providers(), time.monotonic() + timeout_s)
+        late = [
+            TimeoutError(f"{name} flush still running after {timeout_s:g} s")
+            for name in outcome.unfinished
+        ]
+        return outcome.errors + late
 
     def shutdown(self, timeout_s: float) -> list[Exception]:
-        """Flush, then stop every provider; idempotent; errors gathered and logged, not raised."""
+        """Flush, then stop every provider; idempotent; errors gathered and logged, not raised.
+
+        Returns within `timeout_s` whatever the collector does (aiva.telemetry.shutdown):
+        what could not be sent by then is counted as dropped and logged once."""
         if self._shut_down:
             return []
         self._shut_down = True
         deadline = time.monotonic() + timeout_s
-        providers = self._sdk_providers()
         errors = _each([self.release_logging] if self.release_logging else [], lambda r: r())
         if self.clients is not None:  # unpatched first: no new client spans while flushing
             errors += self.clients.uninstrument()
-        errors += _each(providers, lambda p: p.force_flush(_millis_left(deadline)))
-        errors += _each(providers, lambda p: _stop(p, _millis_left(deadline)))
+        outcome = stop_within(self._sdk_providers(), deadline)
+        errors += outcome.errors
         for error in errors:
             logger.error("telemetry shutdown: %s", error, exc_info=error)
+        report_abandoned(self.stats, outcome, timeout_s)
         return errors
 
     def _sdk_providers(self) -> list[Any]:
@@ -103,6 +113,7 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         body_sizes = built.body_sizes
         system = SystemMetrics(meter_provider)
         system.start()
+        observe_log_drops(meter_provider.get_meter("aiva.logs"))
     otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
     if otlp_logs is not None:
         logger_provider = otlp_logs.provider
@@ -145,17 +156,6 @@ def install_globals(telemetry: Telemetry) -> None:
 
         if type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
             set_logger_provider(telemetry.logger_provider)
-
-
-def _millis_left(deadline: float) -> int:
-    return max(0, int((deadline - time.monotonic()) * 1000))
-
-
-def _stop(provider: Any, timeout_millis: int) -> None:
-    if isinstance(provider, MeterProvider):
-        provider.shutdown(timeout_millis=timeout_millis)
-    else:
-        provider.shutdown()  # the tracer and logger providers take no timeout
 
 
 def _each(items: list[Any], call: Callable[[Any], object]) -> list[Exception]:

@@ -24,6 +24,7 @@ from aiva.web.body_limit import BodyLimitMiddleware
 from aiva.web.lifespan import ReloadSource, make_lifespan
 from aiva.web.lifespans import Lifespan, compose, mounted_apps
 from aiva.web.middleware import RequestMiddleware
+from aiva.web.rate_limit import RateLimitMiddleware, RateLimits, with_rate_limits
 from aiva.web.routes import health, info
 from aiva.web.routes.metrics import metrics
 from aiva.web.routing import MountTemplates, RouteGroup
@@ -80,9 +81,12 @@ def instrument(
     own = _claim_paths(own_routes(settings), app.router.routes, on_conflict)
     inserted = _grouped(own, settings, app, include_in_schema)
     app.router.routes[0:0] = inserted
-    _add_middleware(app, settings)
+    limits = RateLimits.from_settings(settings.security.rate_limit, _unlimited_paths(settings))
+    _add_middleware(app, settings, limits)
     claim_again = _claim_again_at_start(inserted, on_conflict)
-    aiva_lifespan = compose((claim_again, app), (make_lifespan(settings, custom, reload_from), app))
+    # The Limiter counts for rate limiting (when on) and for wrong API keys.
+    main = with_rate_limits(make_lifespan(settings, custom, reload_from), limits)
+    aiva_lifespan = compose((claim_again, app), (main, app))
     lifespans.run_mounted_lifespans(app, first=(aiva_lifespan, app))
     _settle_instrumentation(app, settings)
     setattr(app, INSTRUMENTED_ATTR, True)
@@ -213,9 +217,15 @@ def _answers(route: BaseRoute, path: str) -> bool:
     return match is Match.FULL  # PARTIAL: the path for other methods, which can coexist
 
 
-def _add_middleware(app: Starlette, settings: Settings) -> None:
-    """CORS (when origins are listed) and the body limit outermost of the app's own
-    middleware, and aiva's request middleware around the whole stack.
+def _unlimited_paths(settings: Settings) -> list[str]:
+    """What rate limiting leaves alone: the probes, the health report and /metrics."""
+    return [*(route.path for route in health.ROUTES), settings.telemetry.metrics.prometheus.path]
+
+
+def _add_middleware(app: Starlette, settings: Settings, limits: RateLimits) -> None:
+    """CORS (when origins are listed), rate limiting (when on) and the body limit
+    outermost of the app's own middleware, and aiva's request middleware around the
+    whole stack (so a 429 has its span, access line and request id too).
 
     Starlette always puts ServerErrorMiddleware outermost, so the 500 it answers for an
     unhandled exception would pass no user middleware: no X-Request-ID, no status for
@@ -224,13 +234,15 @@ def _add_middleware(app: Starlette, settings: Settings) -> None:
     """
     security = settings.security
     app.add_middleware(BodyLimitMiddleware, max_body_size=security.max_request_body_bytes)
+    if limits.enabled:  # inside CORS: a browser can read a 429's fields
+        app.add_middleware(RateLimitMiddleware, limits=limits, routes=app.router.routes)
     if security.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(security.allowed_origins),
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Policy", "RateLimit"],
         )
     build = app.build_middleware_stack
 

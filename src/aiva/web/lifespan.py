@@ -123,6 +123,7 @@ def make_lifespan(
         )
         for notice in reload_from.loaded.notices if reload_from is not None else ():
             logger.warning("%s (see the README's table of standard variables)", notice)
+        stopping = time.monotonic()  # set again when the app is told to stop
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(health.run)  # the first round starts at once
@@ -141,12 +142,16 @@ def make_lifespan(
                 try:
                     yield {"aiva": state}
                 finally:
+                    stopping = time.monotonic()
                     health.draining = True
                     tasks.cancel_scope.cancel()
         finally:
             logger.info("%s stopping: flushing telemetry", settings.service.name)
             # In-flight requests are done by now (uvicorn drains them before the
             # lifespan ends), so their spans, metrics and logs are in the buffers.
-            telemetry.shutdown(settings.telemetry.otlp.timeout_s)
+            # The lifespan's part of the shutdown bound (graceful_timeout_s, then this)
+            # is otlp.timeout_s from the stop, background tasks' wind-down included.
+            spent = time.monotonic() - stopping
+            telemetry.shutdown(max(0.0, settings.telemetry.otlp.timeout_s - spent))
 
     return lifespan

@@ -23,6 +23,7 @@ from aiva.telemetry.http import (
 from aiva.telemetry.logs import note_request_ids
 from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
 from aiva.web.routing import MountTemplates, route_template
+from aiva.web.shedding import Shedding, on_startup
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only when it is short and plain, so it is safe in logs and headers.
@@ -49,12 +50,21 @@ class RequestMiddleware:
         self.app = app
         self.access_log = AccessLog()
         self.mounts = mounts
+        # Load shedding (aiva.web.shedding): requests in flight, and the limit, known
+        # once the lifespan has started.
+        self.shedding = Shedding()
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":  # FastAPI apps mounted below keep out here too
                 scope.setdefault(FASTAPI_TELEMETRY, None)
+            elif scope["type"] == "lifespan" and "state" in scope:
+                send = on_startup(send, lambda: self.shedding.started(scope["state"]))
             await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.shedding.limit and not self.shedding.exempt(scope):
+            await self.shedding.refuse(send, request_id_from(read_headers(scope["headers"])[0]))
             return
         state = scope.get("state") or {}
         aiva_state = state.get("aiva")
@@ -115,6 +125,7 @@ class RequestMiddleware:
             if bodies.counts_request:
                 inner_receive = bodies.receive
 
+        self.in_flight += 1
         try:
             await self.app(scope, inner_receive, inner_send)
         except Exception as exc:
@@ -123,6 +134,7 @@ class RequestMiddleware:
             note_request_ids(exc, scope, request_id)
             raise
         finally:
+            self.in_flight -= 1
             seconds = time.perf_counter() - started
             mounts = self.mounts
             template_root = (

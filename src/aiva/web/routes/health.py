@@ -13,24 +13,50 @@ from aiva.health.model import CheckResult, Probe, Status, aggregate, http_status
 from aiva.health.report import ietf_report, report
 from aiva.settings.model import SecuritySettings
 from aiva.web.lifespan import AppState, app_state
+from aiva.web.rate_limit import KEY_FAILURE_QUOTA, limiter_of
 
 NO_STORE = {"Cache-Control": "no-store"}
 HEALTH_JSON = "application/health+json"
 WITHHELD = "reason withheld"
 
 
-def key_allowed(request: Request, security: SecuritySettings) -> bool:
-    """No key configured, or the right one in the header (compared in constant time)."""
+async def check_key(
+    request: Request, security: SecuritySettings, *, probe: bool = False
+) -> bool | Response:
+    """The API key check (in constant time), wrong keys counted, logged (sampled) and
+    throttled per client (aiva.web.rate_limit).
+
+    True: no key configured, or the right one. False: no key sent (no attempt), or a
+    wrong one. A Response (429 with Retry-After and the RateLimit fields): the client
+    sent too many wrong keys lately; it is not even compared then. A probe is never
+    answered 429: for it a throttled client's key counts as absent.
+    """
     if security.api_key is None:
         return True
-    given = request.headers.get(security.api_key_header, "")
-    return hmac.compare_digest(given.encode(), security.api_key.encode())
+    given = request.headers.get(security.api_key_header)
+    if given is None:
+        return False
+    limiter = limiter_of(request.scope)
+    if limiter is not None:
+        refused = await limiter.key_refusal(request.scope)
+        if refused is not None:
+            return False if probe else KEY_FAILURE_QUOTA.refusal(refused)
+    if hmac.compare_digest(given.encode(), security.api_key.encode()):
+        return True
+    if limiter is not None:
+        refused = await limiter.key_failed(request.scope)
+        if refused is not None and not probe:
+            return KEY_FAILURE_QUOTA.refusal(refused)
+    return False
 
 
 def _respond(
-    request: Request, state: AppState, results: list[CheckResult], status: Status
+    request: Request,
+    state: AppState,
+    results: list[CheckResult],
+    status: Status,
+    details: bool,
 ) -> Response:
-    details = key_allowed(request, state.settings.security)
     code = http_status(status)
     service = state.settings.service
     if HEALTH_JSON in request.headers.get("accept", ""):
@@ -44,8 +70,11 @@ def _respond(
 
 async def health(request: Request) -> Response:
     state = app_state(request)
+    details = await check_key(request, state.settings.security)
+    if isinstance(details, Response):
+        return details
     results = state.health.results()
-    return _respond(request, state, results, aggregate(results))
+    return _respond(request, state, results, aggregate(results), details)
 
 
 def _probe_status(
@@ -63,8 +92,9 @@ def _probe_status(
 def _probe(probe: Probe):  # type: ignore[no-untyped-def]
     async def endpoint(request: Request) -> Response:
         state = app_state(request)
+        details = await check_key(request, state.settings.security, probe=True)
         results, status = _probe_status(state, probe, [])
-        return _respond(request, state, results, status)
+        return _respond(request, state, results, status, details is True)
 
     return endpoint
 
@@ -77,7 +107,7 @@ def _kube(probe: Probe):  # type: ignore[no-untyped-def]
         name = request.path_params.get("name")
         members = [c.name for c in state.health.checks if probe in c.probes]
         verbose = "verbose" in request.query_params
-        reasons = key_allowed(request, state.settings.security)
+        reasons = await check_key(request, state.settings.security, probe=True) is True
         if name is not None:
             if name not in members:
                 return PlainTextResponse(f"no {probe} check {name}\n", 404, NO_STORE)

@@ -1,4 +1,8 @@
-"""`GET /` and `GET /info`: who this service is, and how it runs."""
+"""`GET /` and `GET /info`: who this service is, and how it runs.
+
+With `security.api_key` set, `/info`'s detail (runtime, settings) needs the key, as
+`/health`'s details do; without it `/info` answers the identity alone, as `/` does.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aiva.settings import mask_value, to_dict
 from aiva.web.lifespan import app_state
+from aiva.web.routes.health import check_key
 
 
 async def root(request: Request) -> JSONResponse:
@@ -24,8 +29,13 @@ async def root(request: Request) -> JSONResponse:
     )
 
 
-async def info(request: Request) -> JSONResponse:
+async def info(request: Request) -> Response:
     state = app_state(request)
+    allowed = await check_key(request, state.settings.security)
+    if isinstance(allowed, Response):
+        return allowed  # 429: too many wrong keys from this client
+    if not allowed:
+        return await root(request)
     settings = state.live.current
     body: dict[str, Any] = {
         "service": {

@@ -8,13 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aiva.web.lifespan import app_state
-from aiva.web.routes.health import key_allowed
+from aiva.web.routes.health import check_key
 
 
 async def metrics(request: Request) -> Response:
     """Text format 0.0.4, or OpenMetrics when the Accept header asks for it (Prometheus does)."""
     state = app_state(request)
-    if not key_allowed(request, state.settings.security):
+    allowed = await check_key(request, state.settings.security)
+    if isinstance(allowed, Response):
+        return allowed  # 429: too many wrong keys from this client
+    if not allowed:
         return Response("the API key is missing or wrong\n", 401, {"Cache-Control": "no-store"})
     registry = state.telemetry.registry
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
