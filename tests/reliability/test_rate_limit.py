@@ -21,6 +21,7 @@ import pytest
 from infra.proxy import TcpProxy
 from infra.redis import RedisServer
 from infra.service import AivaService
+from infra.wait import wait_for
 
 ENV = {"AIVA_HEALTH__CHECKS__CPU__ENABLED": "false", "AIVA_TELEMETRY__LOGS__LEVEL": "INFO"}
 LIMITED = {
@@ -130,6 +131,8 @@ def test_two_workers_share_one_window_through_redis(
         args=["--workers", "2"],
         ready_path="/livez",
     )
+    # Both workers up before counting (the readiness poll saw one): each logs its start.
+    wait_for(lambda: service.log_text().count(" started (environment ") >= 2, 30)
     pids: set[int] = set()
     codes = []
     with _client(service) as client:
