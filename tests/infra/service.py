@@ -124,8 +124,15 @@ class AivaService:
         return self._process.stop(timeout)
 
     def log_text(self) -> str:
-        """Everything the service wrote to stdout/stderr."""
-        return self._process.log_text()
+        """Everything the service wrote to stdout/stderr, in whole lines while it runs.
+
+        The service writes its console lines from a queue thread, so a read can land in the
+        middle of a line; while it runs, an unfinished last line is left for the next read.
+        """
+        text = self._process.log_text()
+        if not self._process.running:
+            return text
+        return text[: text.rfind("\n") + 1]
 
     def client(self, timeout: float = 5.0) -> httpx.Client:
         """An httpx.Client bound to base_url (use it as a context manager)."""
