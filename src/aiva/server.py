@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 from types import FrameType
 from typing import Any
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 WORKER_FACTORY = "aiva.server:worker_app"
 APP_VARIABLE = "_AIVA_SERVE_APP"
 FACTORY_VARIABLE = "_AIVA_SERVE_APP_FACTORY"
+# With several workers: a directory (mode 0700) the parent makes before the first worker
+# starts and removes after the last one ended; the workers share their metrics through it.
+METRICS_DIR_VARIABLE = "_AIVA_WORKER_METRICS_DIR"
 
 
 def load_app(loaded: LoadedSettings, target: str | None = None, factory: bool = False) -> Any:
@@ -98,7 +102,9 @@ def run(
     if server_settings.workers > 1:
         os.environ[APP_VARIABLE] = target or ""
         os.environ[FACTORY_VARIABLE] = "1" if factory else ""
-        uvicorn.run(WORKER_FACTORY, factory=True, workers=server_settings.workers, **common)
+        with tempfile.TemporaryDirectory(prefix="aiva-metrics-") as shared:
+            os.environ[METRICS_DIR_VARIABLE] = shared
+            uvicorn.run(WORKER_FACTORY, factory=True, workers=server_settings.workers, **common)
         return
     if app is None:
         app = load_app(loaded, target, factory)
