@@ -1,4 +1,5 @@
-"""The pairs with their own baseline: FastAPI under aiva.instrument, and an httpx client span.
+"""The pairs with their own baseline: FastAPI under aiva.instrument, an httpx client span,
+and issue #12's protections one at a time (--protections).
 
 Each pair runs in the same interleaved rounds as the rest; `x base` and `+CPU us/req`
 are against the configuration named in `vs`, run in the same round. The checks compare
@@ -11,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
+from configs import PROTECTIONS, PROTECTIONS_OFF
 from report import BARE, COLUMNS, FULL, RunResult, Summary, row
 
 # (title, configurations in the order printed)
@@ -22,6 +24,11 @@ SECTIONS = (
     (
         "one httpx call to the local upstream, client instrumentation off and on",
         ("httpx_call_off", "httpx_call_on"),
+    ),
+    (
+        "issue #12's protections on aiva_full_01, one at a time (each row adds one to the row "
+        "above, its `vs`)",
+        PROTECTIONS,
     ),
 )
 SECTION_CONFIGS = frozenset(name for _, names in SECTIONS for name in names)
@@ -67,8 +74,75 @@ def _compare(results: Sequence[RunResult], ours: Pair, reference: Pair) -> tuple
     return f"{text}: {a / b:.2f}x (per round {spread})", a / b
 
 
+# Issue #12: "the limits, the log queue and the rate limiter (when on) cost at most 3 µs a
+# request in total". (label, the layer, the layer below it)
+PROTECTION_LAYERS = (
+    ("head limits (aiva's protocol, not uvicorn's plain httptools)", "guard_head", PROTECTIONS_OFF),
+    ("load shedding (max_concurrency 1000, not null*)", "guard_shedding", "guard_head"),
+    ("attribute value limit (8192, not null)", "guard_attributes", "guard_shedding"),
+    ("log queue (not console writes on the loop)", "guard_log_queue", "guard_attributes"),
+    ("rate limiter on (memory, never refusing)", "guard_rate_limit", "guard_log_queue"),
+)  # fmt: skip
+PROTECTIONS_SHIPPED = ("guard_log_queue", PROTECTIONS_OFF)  # the defaults: rate limiter off
+PROTECTIONS_TOTAL = ("guard_rate_limit", PROTECTIONS_OFF)
+PROTECTIONS_LIMIT_US = 3.0
+# The shedding pair runs the same code both ways: the middleware counts requests in flight
+# and compares the count with the limit whatever it is (null is sys.maxsize), and no run
+# comes near 1000. Its same-round differences are the noise of this run: the resolution.
+SAME_CODE = ("guard_shedding", "guard_head")
+
+
+def _added(results: Sequence[RunResult], pair: Pair) -> tuple[str, float | None]:
+    """'+A us/req (per round a, b, c)' and A: the median of same-round differences."""
+    by_round = added_by_round(results, pair)
+    if not by_round:
+        return f"n/a (no runs of {' - '.join(pair)} in the same round)", None
+    median = statistics.median(by_round.values())
+    spread = ", ".join(f"{by_round[n]:+.1f}" for n in sorted(by_round))
+    return f"{median:+.1f} us/req (per round {spread})", median
+
+
+def protection_checks(results: Sequence[RunResult]) -> list[str]:
+    """Each protection's added CPU µs a request, their total, and the 3 µs verdict."""
+    lines = [
+        f"check: issue #12's protections cost at most {PROTECTIONS_LIMIT_US:.0f} us a request "
+        "in total (CPU us per request, medians of same-round differences)"
+    ]
+    for label, layer, below in PROTECTION_LAYERS:
+        lines.append(f"  {label}: {_added(results, (layer, below))[0]}")
+    text, _ = _added(results, PROTECTIONS_SHIPPED)
+    lines.append(f"  the defaults as shipped ({' - '.join(PROTECTIONS_SHIPPED)}): {text}")
+    text, total = _added(results, PROTECTIONS_TOTAL)
+    noise = [abs(d) for d in added_by_round(results, SAME_CODE).values()]
+    resolution = statistics.median(noise) if noise else None
+    verdict = ""
+    if total is not None:
+        passed = total <= PROTECTIONS_LIMIT_US
+        verdict = f": {'PASS' if passed else 'FAIL'} (limit {PROTECTIONS_LIMIT_US:.1f} us)"
+        if resolution is not None and abs(total - PROTECTIONS_LIMIT_US) < resolution:
+            verdict += ", within this run's noise"
+    lines.append(f"  total, rate limiter on ({' - '.join(PROTECTIONS_TOTAL)}): {text}{verdict}")
+    if resolution is not None:
+        lines.append(
+            f"  * the shedding pair runs the same code either way (the in-flight count and "
+            f"its comparison run whatever the limit): its differences are this run's noise, "
+            f"{resolution:.1f} us (median size; largest {max(noise):.1f})"
+        )
+    return lines
+
+
 def checks(results: Sequence[RunResult]) -> list[str]:
-    """The two criteria of the issue, each with its figures and a PASS/FAIL verdict."""
+    """The criteria whose configurations ran, each with its figures and a PASS/FAIL verdict:
+    #10's two (FastAPI, client span) and #12's protections."""
+    ran = {r.config for r in results}
+    lines = protection_checks(results) if ran & set(PROTECTIONS) else []
+    if ran & (SECTION_CONFIGS - set(PROTECTIONS)):
+        lines += issue_10_checks(results)
+    return lines
+
+
+def issue_10_checks(results: Sequence[RunResult]) -> list[str]:
+    """The two criteria of issue #10, each with its figures and a PASS/FAIL verdict."""
     lines = [
         "check: instrument on FastAPI adds no more CPU per request than create_app on "
         f"Starlette (within {FASTAPI_TOLERANCE - 1:.0%})"

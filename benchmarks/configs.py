@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from report import BARE
+from serve_switched import DIRECT_CONSOLE, PLAIN_HTTPTOOLS
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class BenchConfig:
     # uninstrumented call from 0.6 to 1.2-1.9 ms of CPU, varying more between rounds
     # than the client span costs (per-round client/server ratios of 2.8, -3.0, 0.5).
     connections: int | None = None
+    # For `aiva serve`: benchmark-only switches (benchmarks/serve_switched.py) that put
+    # back what ran before issue #12 where no setting can; () runs `python -m aiva`.
+    switches: tuple[str, ...] = ()
 
 
 def _stock_env(ratio: float = 1.0) -> dict[str, str]:
@@ -75,6 +79,68 @@ def _aiva_env(
 STOCK_SPANS = 3
 FASTAPI_BARE = "fastapi_bare"
 HTTPX_OFF = "httpx_call_off"
+
+# Issue #12's protections (--protections), one at a time on aiva's full pipeline at ratio
+# 0.1 (aiva_full_01's settings: every signal on, the access line on the console and over
+# OTLP). Ratio 0.1 rather than aiva_full's 1.0: none of them depends on sampling except
+# the attribute value limit on the sampled span's attributes (one request in ten here;
+# the log records' every time), and at about half the CPU a request the same-round
+# differences, a microsecond or two, are less lost in the rounds' spread. Each layer adds
+# one protection to the row above and is measured against it; the first has them all off.
+PROTECTIONS_OFF = "guard_off"
+# Off: the switches (serve_switched.py) and the settings below; the next rows turn them on.
+_ATTRIBUTES = "AIVA_TELEMETRY__LIMITS__ATTRIBUTE_VALUE_LENGTH"
+_GUARDS_OFF = {"AIVA_SERVER__LIMITS__MAX_CONCURRENCY": "@none", _ATTRIBUTES: "@none"}
+# On, with a limit no run reaches (wrk makes one client: 127.0.0.1); a one-second window,
+# so that every request also drops the oldest entry of the full window, as in steady use.
+RATE_LIMIT_ON = {
+    "AIVA_SECURITY__RATE_LIMIT__ENABLED": "true",
+    "AIVA_SECURITY__RATE_LIMIT__REQUESTS": "1000000",
+    "AIVA_SECURITY__RATE_LIMIT__WINDOW_S": "1",
+}
+_BOTH_SWITCHES = (PLAIN_HTTPTOOLS, DIRECT_CONSOLE)
+
+
+def _guard(
+    name: str, description: str, baseline: str | None, switches: tuple[str, ...], **env: str
+) -> BenchConfig:
+    """One layer of the protections' breakdown (aiva_full_01's settings underneath)."""
+    return BenchConfig(
+        name, description, env={**_aiva_env(0.1, metrics=True, logs=True), **env},
+        sampler_ratio=0.1, spans_per_request=1, logs_per_request=1, prometheus=True,
+        default=False, baseline=baseline or BARE, switches=switches,
+    )  # fmt: skip
+
+
+# Each row keeps what the rows above it turned on.
+PROTECTION_CONFIGS: tuple[BenchConfig, ...] = (
+    _guard(
+        PROTECTIONS_OFF, "aiva_full_01 with #12's protections off: uvicorn's plain httptools, "
+        "no concurrency or attribute limit, console written on the loop, no rate limit",
+        None, _BOTH_SWITCHES, **_GUARDS_OFF,
+    ),
+    _guard(
+        "guard_head", "+ aiva's httptools protocol: head size, header count, head timeout",
+        PROTECTIONS_OFF, (DIRECT_CONSOLE,), **_GUARDS_OFF,
+    ),
+    _guard(
+        "guard_shedding", "+ server.limits.max_concurrency 1000 (the default)",
+        "guard_head", (DIRECT_CONSOLE,), **{_ATTRIBUTES: "@none"},
+    ),
+    _guard(
+        "guard_attributes", "+ telemetry.limits.attribute_value_length 8192 (the default)",
+        "guard_shedding", (DIRECT_CONSOLE,),
+    ),
+    _guard(
+        "guard_log_queue", "+ the console through the bounded log queue: the shipped defaults",
+        "guard_attributes", (),
+    ),
+    _guard(
+        "guard_rate_limit", "+ the rate limiter on (memory, 1,000,000 a second: never refuses)",
+        "guard_log_queue", (), **RATE_LIMIT_ON,
+    ),
+)  # fmt: skip
+PROTECTIONS = tuple(c.name for c in PROTECTION_CONFIGS)
 
 CONFIGS: tuple[BenchConfig, ...] = (
     BenchConfig(BARE, "plain Starlette, no OpenTelemetry", factory="bare"),
@@ -170,6 +236,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
         env={**_aiva_env(), "AIVA_TELEMETRY__INSTRUMENTATIONS": '["httpx"]'},
         spans_per_request=2, upstream=True, baseline=HTTPX_OFF, connections=1,
     ),
+    *PROTECTION_CONFIGS,
 )  # fmt: skip
 BREAKDOWN = ("layer_app", "layer_traces_metrics_01", "layer_console_01", "aiva_full_01")
 BY_NAME = {c.name: c for c in CONFIGS}

@@ -25,7 +25,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from comparisons import SECTION_CONFIGS, checks, tables
-from configs import BREAKDOWN, BY_NAME, CONFIGS, BenchConfig, with_baselines
+from configs import BREAKDOWN, BY_NAME, CONFIGS, PROTECTIONS, BenchConfig, with_baselines
 from harness import (
     LOOPBACK,
     SERVER_CORE,
@@ -45,6 +45,7 @@ from harness import (
     wait_for_route,
 )
 from report import BARE, RunResult, Summary, failures, last_line, summarize, table, targets
+from serve_switched import SWITCHES_VARIABLE
 from upstream import Upstream
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -77,7 +78,9 @@ def server_argv(config: BenchConfig, port: int) -> list[str]:
     pin = ["taskset", "-c", SERVER_CORE, sys.executable]
     if config.factory is None:
         target = [f"apps:{config.serves}", "--factory"] if config.serves else []
-        return [*pin, "-m", "aiva", "serve", *target, "--host", LOOPBACK, "--port", str(port)]
+        # Benchmark-only switches: the same command through serve_switched.py.
+        command = [str(BENCH_DIR / "serve_switched.py")] if config.switches else ["-m", "aiva"]
+        return [*pin, *command, "serve", *target, "--host", LOOPBACK, "--port", str(port)]
     return [
         *pin, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "--factory", f"apps:{config.factory}",
         "--host", LOOPBACK, "--port", str(port), "--workers", "1",
@@ -95,6 +98,8 @@ def server_env(config: BenchConfig, ctx: Context) -> dict[str, str]:
         }
         if config.serves:  # `aiva serve apps:...` imports benchmarks/apps.py
             extra["PYTHONPATH"] = str(BENCH_DIR)
+        if config.switches:
+            extra[SWITCHES_VARIABLE] = ",".join(config.switches)
     else:
         extra = {
             "OTEL_SERVICE_NAME": f"bench-{config.name}",
@@ -211,12 +216,23 @@ def _progress(result: RunResult, rounds: int) -> None:
     )  # fmt: skip
 
 
+def round_order(
+    configs: Sequence[BenchConfig], round_no: int, alternate: bool
+) -> list[BenchConfig]:
+    """The order of one round: the catalogue's, or with `alternate` the reverse of it on
+    even rounds (bare still first), so that no configuration always runs right after
+    the same one."""
+    if not alternate or round_no % 2:
+        return list(configs)
+    return [c for c in configs if c.name == BARE] + [c for c in reversed(configs) if c.name != BARE]
+
+
 def run_rounds(configs: Sequence[BenchConfig], ctx: Context) -> list[RunResult]:
     """Interleaved rounds: each round runs every configuration once, in order."""
     results: list[RunResult] = []
     broken: set[str] = set()
     for round_no in range(1, ctx.opts.rounds + 1):
-        for config in configs:
+        for config in round_order(configs, round_no, ctx.opts.alternate):
             if config.name in broken:
                 continue
             result = run_one(config, round_no, ctx)
@@ -306,6 +322,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="aiva_full_01 one layer at a time: " + ", ".join(BREAKDOWN),
     )
+    parser.add_argument(
+        "--protections",
+        action="store_true",
+        help="issue #12's protections one at a time on aiva_full_01, with the 3 us "
+        "target: " + ", ".join(PROTECTIONS),
+    )
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="reverse the order of the configurations on even rounds (--protections does)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument(
         "--duration", type=int, default=5, help="measured seconds per run (default 5)"
@@ -323,10 +350,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         opts.rounds, opts.duration = 1, 2
     if min(opts.rounds, opts.duration, opts.warmup, opts.connections) < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
+    chosen = [flag for flag in ("only", "breakdown", "protections") if getattr(opts, flag)]
+    if len(chosen) > 1:
+        parser.error("--only, --breakdown and --protections choose configurations: give one")
     if opts.breakdown:
-        if opts.only:
-            parser.error("--breakdown and --only choose configurations: give one of them")
         opts.only = ",".join(BREAKDOWN)
+    if opts.protections:
+        # Differences of a few µs: no layer may always follow the same neighbour.
+        opts.only, opts.alternate = ",".join(PROTECTIONS), True
     opts.configs = select(parser, opts.only)
     return opts
 

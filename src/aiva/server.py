@@ -102,9 +102,14 @@ def run(
     if server_settings.workers > 1:
         os.environ[APP_VARIABLE] = target or ""
         os.environ[FACTORY_VARIABLE] = "1" if factory else ""
+        from aiva.workers import serve_workers  # it builds on this module's server
+
+        config = uvicorn.Config(
+            WORKER_FACTORY, factory=True, workers=server_settings.workers, **common
+        )
         with tempfile.TemporaryDirectory(prefix="aiva-metrics-") as shared:
             os.environ[METRICS_DIR_VARIABLE] = shared
-            uvicorn.run(WORKER_FACTORY, factory=True, workers=server_settings.workers, **common)
+            serve_workers(config)
         return
     if app is None:
         app = load_app(loaded, target, factory)
@@ -118,8 +123,8 @@ class _Server(uvicorn.Server):
     start-up built out of the garbage collector's way (aiva.heap).
 
     uvicorn ends the lifespan only after in-flight requests finish; readiness must
-    turn 503 before that, as soon as the signal arrives. With several workers uvicorn
-    runs its own server class in each: neither happens there (yet).
+    turn 503 before that, as soon as the signal arrives. With several workers, each
+    worker runs this class too (aiva.workers).
     """
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:

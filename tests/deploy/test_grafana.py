@@ -27,8 +27,11 @@ def test_datasources_and_their_links(datasources: dict[str, dict[str, Any]]) -> 
         "jaeger": "jaeger",
         "loki": "loki",
     }
+    # Exemplars open their trace: the label aiva's exemplars carry, the Jaeger datasource's
+    # fixed uid (a uid left to Grafana would change, and break the link, per install).
     prom = datasources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
     assert prom == [{"name": "trace_id", "datasourceUid": "jaeger"}]
+    assert datasources["jaeger"]["type"] == "jaeger"
     derived = datasources["loki"]["jsonData"]["derivedFields"]
     assert any(f["datasourceUid"] == "jaeger" and "trace_id" in f["matcherRegex"] for f in derived)
     assert datasources["jaeger"]["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "loki"
@@ -69,3 +72,19 @@ def test_red_dashboard_uses_the_http_duration_histogram() -> None:
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}, " in exprs
     assert "http_server_request_duration_seconds_bucket" in exprs
+
+
+def test_red_latency_panels_show_exemplars() -> None:
+    board = load_json(GRAFANA_DIR / "dashboards" / "aiva-red.json")
+    quantile_targets = [
+        (panel["title"], target)
+        for panel in panels(board)
+        for target in panel.get("targets", [])
+        if "histogram_quantile(" in target.get("expr", "")
+    ]
+    assert len(quantile_targets) == 3  # p50, p95, p99
+    for title, target in quantile_targets:
+        assert target.get("exemplar") is True, title
+        # Exemplars are a property of the bucket series: asked on a query over them.
+        assert "http_server_request_duration_seconds_bucket" in target["expr"], title
+        assert target["datasource"]["uid"] == "prometheus", title

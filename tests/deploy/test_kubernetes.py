@@ -1,9 +1,11 @@
 """The Kubernetes example: probes on the contract's paths, a drain that fits, valid settings,
-and environment references Kubernetes can expand."""
+environment references Kubernetes can expand, and an autoscaler that can work."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,56 @@ def test_pod_identity_becomes_the_resource(
     assert resource["service.instance.id"] == downward["metadata.uid"]
     assert resource["service.name"] == "aiva"
     assert resource["deployment.environment.name"] == "production"
+
+
+def cpu_millicores(quantity: str) -> float:
+    """A Kubernetes CPU quantity (`250m`, `0.5`, `2`) in millicores."""
+    return float(quantity[:-1]) if quantity.endswith("m") else float(quantity) * 1000
+
+
+def test_autoscaler_scales_the_deployment_on_cpu(
+    manifests: dict[str, dict[str, Any]], container: dict[str, Any]
+) -> None:
+    hpa = manifests["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    deployment = manifests["Deployment"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    target = metric["resource"]["target"]
+    assert target["type"] == "Utilization" and 0 < target["averageUtilization"] <= 100
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    # Utilization is a share of the request: without requests.cpu the HPA does nothing.
+    assert cpu_millicores(str(container["resources"]["requests"]["cpu"])) > 0
+    # A replica count in the Deployment would be reapplied over the HPA's on every apply.
+    assert "replicas" not in deployment["spec"]
+
+
+def test_cpu_quantities_read_as_kubernetes_writes_them() -> None:
+    assert [cpu_millicores(q) for q in ("250m", "0.5", "2")] == [250, 500, 2000]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_example_with_the_autoscaler() -> None:
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    docs = [doc for doc in yaml.safe_load_all(built) if doc]
+    by_kind = {doc["kind"]: doc for doc in docs}
+    assert set(by_kind) == {
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+    }
+    target = by_kind["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert target["name"] == by_kind["Deployment"]["metadata"]["name"]

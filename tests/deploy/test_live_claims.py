@@ -42,7 +42,8 @@ def test_dashboards_ask_for_exemplars_only_when_the_service_emits_them(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert "http_server_request_duration_seconds_bucket{" in response.text
-    emits = "# {trace_id=" in response.text
+    # An exemplar after a bucket: `# {span_id="…",trace_id="…"} value timestamp`, in any label order.
+    emits = re.search(r' # \{[^}]*\btrace_id="[0-9a-f]{32}"', response.text) is not None
     asking = exemplar_targets()
     assert emits or not asking, (
         "these dashboard targets ask for exemplars, but aiva's /metrics has none:\n  "

@@ -401,9 +401,27 @@ def _metric(lines: list[str], scope: str, resource: dict[str, Any]) -> Record:
         "monotonic": None if monotonic is None else str(monotonic).lower() == "true",
         "points": len(points),
         "point_attributes": [_attrs(_section(p, "Data point attributes:")) for p in points],
+        "point_exemplars": [_exemplars(p) for p in points],
         "scope": scope,
         "resource": resource,
     }
+
+
+def _exemplars(point: list[str]) -> list[Record]:
+    """A data point's 'Exemplar #' items: trace_id, span_id (hex, '' when none), value and
+    timestamp (ns)."""
+    found: list[Record] = []
+    for item in _sub_items(point, "Exemplar #"):
+        fields = {key: raw for _, key, raw in filter(None, map(_attr, item))}
+        found.append(
+            {
+                "trace_id": fields.get("Trace ID", ""),
+                "span_id": fields.get("Span ID", ""),
+                "value": float(fields["Value"]) if "Value" in fields else None,
+                "timestamp": _int(fields.get("Timestamp", "")),
+            }
+        )
+    return found
 
 
 def parse_spans(text: str) -> list[Record]:

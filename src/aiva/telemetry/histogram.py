@@ -10,6 +10,15 @@ aggregated once under one lock, and turned into the SDK's own point types when a
 reader collects. The OpenTelemetry specification calls such a source a
 MetricProducer; the Python SDK (1.45) has none, so `aiva.telemetry.metrics` gives its
 two readers one.
+
+Exemplars follow the SDK's explicit-bucket histogram under the same ExemplarFilter:
+its AlignedHistogramBucketExemplarReservoir keeps, per reader, per point and per bucket,
+the last measurement offered since that reader's previous collection (cumulative and
+delta alike: a collection empties the reservoir). The caller hands over the span it
+already holds, so the filter costs no context lookup on the request path. One
+difference, on purpose: a measurement taken with no span (always_on) gives an exemplar
+without ids, where the SDK's bucket keeps those of an earlier measurement in the same
+bucket (1.45's ExemplarBucket.offer leaves them set), linking it to a trace it is not in.
 """
 
 from __future__ import annotations
@@ -22,6 +31,14 @@ from bisect import bisect_left
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    Exemplar,
+    ExemplarFilter,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -29,6 +46,15 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import INVALID_SPAN, Span
+
+# How `record` treats a measurement for the exemplar reservoir: the three filters of
+# OTEL_METRICS_EXEMPLAR_FILTER by a test of one int, any other ExemplarFilter asked.
+_OFF, _ON, _TRACE_BASED, _ASK = range(4)
+# One bucket's exemplar: (value, time_unix_nano, span_id, trace_id), ids None without a span.
+_Sample = tuple[float, int, int | None, int | None]
+# A point's exemplar slots (one per bucket, None while none was offered), by series key.
+_Reservoirs = dict[Hashable, list[_Sample | None]]
 
 
 def _check_boundaries(boundaries: Sequence[float]) -> None:
@@ -43,7 +69,9 @@ def _check_boundaries(boundaries: Sequence[float]) -> None:
 class _Series:
     """One attribute set's counts: the explicit buckets, count, sum, min and max."""
 
-    __slots__ = ("attributes", "bucket_counts", "count", "max", "min", "start_ns", "sum")
+    __slots__ = (
+        "attributes", "bucket_counts", "count", "exemplars", "max", "min", "start_ns", "sum",
+    )  # fmt: skip
 
     def __init__(self, attributes: Mapping[str, Any], buckets: int, start_ns: int) -> None:
         self.attributes = attributes
@@ -53,6 +81,8 @@ class _Series:
         self.min = math.inf
         self.max = -math.inf
         self.start_ns = start_ns
+        # Only on a series recorded since the last collection: the last exemplar per bucket.
+        self.exemplars: list[_Sample | None] | None = None
 
     def add(self, other: _Series) -> None:
         for index, count in enumerate(other.bucket_counts):
@@ -62,7 +92,13 @@ class _Series:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
 
-    def point(self, start_ns: int, now_ns: int, bounds: Sequence[float]) -> HistogramDataPoint:
+    def point(
+        self,
+        start_ns: int,
+        now_ns: int,
+        bounds: Sequence[float],
+        samples: list[_Sample | None] | None,
+    ) -> HistogramDataPoint:
         return HistogramDataPoint(
             attributes=self.attributes,
             start_time_unix_nano=start_ns,
@@ -73,8 +109,22 @@ class _Series:
             explicit_bounds=bounds,
             min=self.min,
             max=self.max,
-            exemplars=[],
+            exemplars=_exemplars(samples, self.attributes),
         )
+
+
+def _exemplars(
+    samples: list[_Sample | None] | None, attributes: Mapping[str, Any]
+) -> list[Exemplar]:
+    """The SDK's exemplars of one point, by bucket. Their filtered_attributes are the
+    measurement's attributes the point lacks: none here, as the SDK's bucket gives them
+    (an empty dict, or None for a measurement without attributes)."""
+    if samples is None:
+        return []
+    return [
+        Exemplar({} if attributes else None, value, time_ns, span_id, trace_id)
+        for value, time_ns, span_id, trace_id in filter(None, samples)
+    ]
 
 
 class _DeltaState:
@@ -96,7 +146,8 @@ class ProducedHistogram:
 
     `record` is called on the serving thread; `collect` on the readers' threads. Every
     reader sees every measurement once: cumulative readers the running totals since
-    start, delta readers what came since their own previous collection.
+    start, delta readers what came since their own previous collection, and each its
+    own exemplars since its previous collection.
     """
 
     def __init__(
@@ -107,59 +158,107 @@ class ProducedHistogram:
         description: str,
         boundaries: Sequence[float],
         scope: InstrumentationScope,
+        exemplar_filter: ExemplarFilter | None = None,
     ) -> None:
+        """`exemplar_filter`: the meter provider's (default: trace_based, as aiva's)."""
         _check_boundaries(boundaries)
         self.scope = scope
         self._name = name
         self._unit = unit
         self._description = description
         self._bounds = tuple(boundaries)
+        self._filter = exemplar_filter or TraceBasedExemplarFilter()
+        self._offer = _offer_mode(self._filter)
         self._lock = threading.Lock()
         self._fresh: dict[Hashable, _Series] = {}  # recorded since the last collection
         self._totals: dict[Hashable, _Series] = {}  # for cumulative readers
         self._deltas: dict[int, _DeltaState] = {}  # per delta reader, by id()
+        self._reservoirs: dict[int, _Reservoirs] = {}  # per reader, by id()
 
     def attach(self, reader: object, temporality: AggregationTemporality) -> None:
         """Register a reader before it first collects; delta readers get their own state."""
-        if temporality is AggregationTemporality.DELTA:
-            with self._lock:
+        with self._lock:
+            self._reservoirs[id(reader)] = {}
+            if temporality is AggregationTemporality.DELTA:
                 self._deltas[id(reader)] = _DeltaState(time.time_ns())
 
-    def record(self, key: Hashable, attributes: Mapping[str, Any], value: float) -> None:
-        """One measurement; `key` stands for `attributes` (same key, same attributes)."""
+    def record(
+        self, key: Hashable, attributes: Mapping[str, Any], value: float, span: Span | None = None
+    ) -> None:
+        """One measurement; `key` stands for `attributes` (same key, same attributes).
+
+        `span`: the span current while the measurement is taken (the server span), or
+        None to look the current one up, as the SDK does, when the filter needs it.
+        """
+        sample = None if self._offer == _OFF else self._sample(value, attributes, span)
+        # Bucket i holds (bounds[i-1], bounds[i]], as the SDK's aggregation does.
+        index = bisect_left(self._bounds, value)
         with self._lock:
             series = self._fresh.get(key)
             if series is None:
                 series = self._fresh[key] = _Series(
                     attributes, len(self._bounds) + 1, time.time_ns()
                 )
-            # Bucket i holds (bounds[i-1], bounds[i]], as the SDK's aggregation does.
-            series.bucket_counts[bisect_left(self._bounds, value)] += 1
+            series.bucket_counts[index] += 1
             series.count += 1
             series.sum += value
             if value < series.min:
                 series.min = value
             if value > series.max:
                 series.max = value
+            if sample is not None:
+                if series.exemplars is None:
+                    series.exemplars = [None] * len(series.bucket_counts)
+                series.exemplars[index] = sample  # the last one offered, as the SDK keeps
+
+    def _sample(
+        self, value: float, attributes: Mapping[str, Any], span: Span | None
+    ) -> _Sample | None:
+        """The measurement as an exemplar when the filter lets it be one, else None."""
+        if span is None:
+            span = trace.get_current_span()
+        if self._offer == _TRACE_BASED:
+            # TraceBasedExemplarFilter: a span in the context, and its context sampled.
+            if span is INVALID_SPAN:
+                return None
+            context = span.get_span_context()
+            if not context.trace_flags.sampled:
+                return None
+            return (value, time.time_ns(), context.span_id, context.trace_id)
+        if self._offer == _ASK and not self._filter.should_sample(
+            value, time.time_ns(), attributes, trace.set_span_in_context(span)
+        ):
+            return None
+        if span is INVALID_SPAN:  # no span: the SDK's bucket keeps no ids
+            return (value, time.time_ns(), None, None)
+        context = span.get_span_context()
+        return (value, time.time_ns(), context.span_id, context.trace_id)
 
     def collect(self, reader: object) -> Metric | None:
         """This reader's view, as the SDK's Metric; None when nothing was ever recorded."""
         now_ns = time.time_ns()
         with self._lock:
             self._fold_fresh()
+            reservoirs = self._reservoirs.get(id(reader))
+            if reservoirs is None:  # not attached: a cumulative reader from now on
+                reservoirs = self._reservoirs[id(reader)] = {}
             delta = self._deltas.get(id(reader))
             if delta is None:
-                points = [s.point(s.start_ns, now_ns, self._bounds) for s in self._totals.values()]
+                points = [
+                    s.point(s.start_ns, now_ns, self._bounds, reservoirs.get(key))
+                    for key, s in self._totals.items()
+                ]
                 temporality = AggregationTemporality.CUMULATIVE
             else:
                 points = [
-                    s.point(delta.start_of(key, s), now_ns, self._bounds)
+                    s.point(delta.start_of(key, s), now_ns, self._bounds, reservoirs.get(key))
                     for key, s in delta.series.items()
                 ]
                 delta.seen.update(delta.series)
                 delta.series = {}
                 delta.since_ns = now_ns
                 temporality = AggregationTemporality.DELTA
+            reservoirs.clear()  # collected, as the SDK's reservoir empties on collect
         if not points:
             return None
         return Metric(
@@ -181,3 +280,30 @@ class ProducedHistogram:
                         series.attributes, len(series.bucket_counts), series.start_ns
                     )
                 kept.add(series)
+            if series.exemplars is not None:
+                for reservoirs in self._reservoirs.values():
+                    _keep_latest(reservoirs, key, series.exemplars)
+
+
+def _keep_latest(reservoirs: _Reservoirs, key: Hashable, samples: list[_Sample | None]) -> None:
+    """A reader's reservoir of `key` after the later `samples`: each bucket offered again
+    holds the newer measurement."""
+    kept = reservoirs.get(key)
+    if kept is None:
+        reservoirs[key] = list(samples)
+        return
+    for index, sample in enumerate(samples):
+        if sample is not None:
+            kept[index] = sample
+
+
+def _offer_mode(exemplar_filter: ExemplarFilter) -> int:
+    # Exact classes: a subclass may override should_sample, so it is asked.
+    kind = type(exemplar_filter)
+    if kind is AlwaysOffExemplarFilter:
+        return _OFF
+    if kind is AlwaysOnExemplarFilter:
+        return _ON
+    if kind is TraceBasedExemplarFilter:
+        return _TRACE_BASED
+    return _ASK

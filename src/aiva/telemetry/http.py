@@ -94,7 +94,9 @@ _HOST_CACHE_MAX = 256
 # expressions, perhaps with backtracking) search this much of it at most.
 URL_MATCH_MAX = 8192
 
-Recorder = Callable[[Hashable, dict[str, Any], float], None]
+# (key, attributes, value, span): `span` is the server span when there is one, so the
+# exemplar filter needs no lookup of the current context (see aiva.telemetry.histogram).
+Recorder = Callable[[Hashable, dict[str, Any], float, trace.Span | None], None]
 
 
 class HttpTelemetry:
@@ -299,8 +301,13 @@ class HttpTelemetry:
         error: BaseException | None = None,
         request_bytes: int | None = None,
         response_bytes: int | None = None,
+        span: trace.Span | None = None,
     ) -> None:
-        """The request's duration (and body sizes, when measured) under one attribute set."""
+        """The request's duration (and body sizes, when measured) under one attribute set.
+
+        `span`: the request's server span, still current (None when it has none): the
+        one an exemplar of these measurements points to.
+        """
         if self._record_duration is None:
             return
         # Keyed by the error's class, not its name: the name is made once per key.
@@ -308,11 +315,11 @@ class HttpTelemetry:
         attributes = self._attributes.get(key)
         if attributes is None:
             attributes = self._metric_attributes(key, error)
-        self._record_duration(key, attributes, seconds)
+        self._record_duration(key, attributes, seconds, span)
         if self._record_request_size is not None and request_bytes is not None:
-            self._record_request_size(key, attributes, request_bytes)
+            self._record_request_size(key, attributes, request_bytes, span)
         if self._record_response_size is not None and response_bytes is not None:
-            self._record_response_size(key, attributes, response_bytes)
+            self._record_response_size(key, attributes, response_bytes, span)
 
     def _metric_attributes(
         self, key: tuple[Any, ...], error: BaseException | None
@@ -368,7 +375,8 @@ def _sdk_recorder(
     histogram = meter.create_histogram(
         name, unit=unit, description=description, explicit_bucket_boundaries_advisory=boundaries
     )
-    return lambda _key, attributes, value: histogram.record(value, attributes)
+    # The SDK takes the span from the current context, where the server span still is.
+    return lambda _key, attributes, value, _span: histogram.record(value, attributes)
 
 
 def read_headers(

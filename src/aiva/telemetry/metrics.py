@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +38,7 @@ from opentelemetry.sdk.metrics.view import (
     ExponentialBucketHistogramAggregation,
     View,
 )
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
@@ -45,7 +46,9 @@ from aiva import __version__
 from aiva.settings import Settings
 from aiva.settings.model import MetricsSettings
 from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
+from aiva.telemetry.exposition import ExpositionCollector
 from aiva.telemetry.histogram import ProducedHistogram
+from aiva.telemetry.metrics_share import MetricsShare, SnapshotThread, worker_metrics_dir
 from aiva.telemetry.otlp_target import otlp_target, within
 from aiva.telemetry.system import PROMETHEUS_NAMES, system_views
 
@@ -75,6 +78,7 @@ REQUEST_DURATION_DESCRIPTION = "Duration of HTTP server requests."
 
 def request_duration_histogram(
     boundaries: Sequence[float] = DURATION_BUCKETS_S,
+    exemplar_filter: ExemplarFilter | None = None,
 ) -> ProducedHistogram:
     return ProducedHistogram(
         REQUEST_DURATION,
@@ -82,6 +86,7 @@ def request_duration_histogram(
         description=REQUEST_DURATION_DESCRIPTION,
         boundaries=boundaries,
         scope=InstrumentationScope("aiva.http", __version__),
+        exemplar_filter=exemplar_filter,
     )
 
 
@@ -90,6 +95,7 @@ CLIENT_DURATION = "http.client.request.duration"
 
 def client_duration_histogram(
     boundaries: Sequence[float] = DURATION_BUCKETS_S,
+    exemplar_filter: ExemplarFilter | None = None,
 ) -> ProducedHistogram:
     return ProducedHistogram(
         CLIENT_DURATION,
@@ -97,6 +103,7 @@ def client_duration_histogram(
         description="Duration of HTTP client requests.",
         boundaries=boundaries,
         scope=InstrumentationScope("aiva.httpx", __version__),
+        exemplar_filter=exemplar_filter,
     )
 
 
@@ -115,7 +122,9 @@ class BodySizeHistograms:
     response: ProducedHistogram
 
 
-def body_size_histograms(buckets: Mapping[str, Sequence[float]]) -> BodySizeHistograms:
+def body_size_histograms(
+    buckets: Mapping[str, Sequence[float]], exemplar_filter: ExemplarFilter | None = None
+) -> BodySizeHistograms:
     request, response = (
         ProducedHistogram(
             name,
@@ -123,6 +132,7 @@ def body_size_histograms(buckets: Mapping[str, Sequence[float]]) -> BodySizeHist
             description=f"Size of HTTP server {kind} bodies.",
             boundaries=buckets.get(name, BODY_SIZE_BUCKETS_BY),
             scope=InstrumentationScope("aiva.http", __version__),
+            exemplar_filter=exemplar_filter,
         )
         for name, kind in ((REQUEST_BODY_SIZE, "request"), (RESPONSE_BODY_SIZE, "response"))
     )
@@ -152,20 +162,24 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
     # base2_exponential_bucket_histogram), the request duration goes through the SDK.
     explicit = exporter is None or takes_explicit_buckets(exporter)
     buckets = bucket_boundaries(settings.telemetry.metrics)
+    # One filter for the SDK's histograms and aiva's own (OTEL_METRICS_EXEMPLAR_FILTER).
+    exemplar_filter = _EXEMPLAR_FILTERS[metrics.exemplar_filter]()
     # Boundaries configured for an instrument are explicit buckets whatever the
     # exporter prefers (as the SDK's views are: see bucket_views).
     request_duration = (
-        request_duration_histogram(buckets.get(REQUEST_DURATION, DURATION_BUCKETS_S))
+        request_duration_histogram(
+            buckets.get(REQUEST_DURATION, DURATION_BUCKETS_S), exemplar_filter
+        )
         if explicit or REQUEST_DURATION in buckets
         else None
     )
     client_duration = (
-        client_duration_histogram(buckets.get(CLIENT_DURATION, DURATION_BUCKETS_S))
+        client_duration_histogram(buckets.get(CLIENT_DURATION, DURATION_BUCKETS_S), exemplar_filter)
         if explicit or CLIENT_DURATION in buckets
         else None
     )
     body_sizes = (
-        body_size_histograms(buckets)
+        body_size_histograms(buckets, exemplar_filter)
         if settings.telemetry.http.body_size_metrics and explicit
         else None
     )
@@ -173,7 +187,9 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
     producers = tuple(p for p in (request_duration, client_duration, *sizes) if p is not None)
     readers: list[MetricReader] = []
     if metrics.prometheus.enabled:
-        readers.append(ProducingPrometheusReader(registry, producers, resource))
+        readers.append(
+            ProducingPrometheusReader(registry, producers, resource, worker_share(resource))
+        )
     if exporter is not None:
         readers.append(
             ProducingPeriodicReader(
@@ -199,11 +215,21 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
         metric_readers=readers,
         # The contrib system-metrics instrumentor's scope dropped (aiva.telemetry.system).
         views=[*bucket_views(buckets), *system_views()],
-        exemplar_filter=_EXEMPLAR_FILTERS[metrics.exemplar_filter](),
+        exemplar_filter=exemplar_filter,
         shutdown_on_exit=False,  # shut down by the lifespan, within its deadline
     )
     _register_self_metrics(provider, stats)
     return Metrics(provider, registry, request_duration, client_duration, body_sizes)
+
+
+def worker_share(resource: Resource) -> MetricsShare | None:
+    """With several workers, this worker's side of their shared metrics (None with one:
+    then nothing of it runs at all)."""
+    directory = worker_metrics_dir(os.environ)
+    if directory is None:
+        return None
+    instance = str(resource.attributes.get(SERVICE_INSTANCE_ID, os.getpid()))
+    return MetricsShare(directory, instance)
 
 
 def bucket_boundaries(settings: MetricsSettings) -> dict[str, tuple[float, ...]]:
@@ -230,9 +256,9 @@ def bucket_views(buckets: Mapping[str, Sequence[float]]) -> list[View]:
     ]
 
 
-# OTEL_METRICS_EXEMPLAR_FILTER's names. aiva's default is always_off: the Prometheus
-# exporter renders no exemplars yet, and offering every measurement to a reservoir
-# would cost each request for nothing.
+# OTEL_METRICS_EXEMPLAR_FILTER's names. aiva's default is trace_based, as the SDK's:
+# exemplars of sampled requests, rendered on the OpenMetrics exposition of /metrics
+# and pushed in OTLP points (aiva's own histograms follow the same filter).
 _EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
     "always_off": AlwaysOffExemplarFilter,
     "always_on": AlwaysOnExemplarFilter,
@@ -303,22 +329,49 @@ class _WithProducers(MetricReader):
 
 
 class ProducingPrometheusReader(_WithProducers, PrometheusMetricReader):
-    """The Prometheus reader (own registry) plus aiva's producers."""
+    """The Prometheus reader plus aiva's producers, rendered by aiva's own collector
+    (aiva.telemetry.exposition: exemplars, and with several workers the merge of their
+    snapshots, aiva.telemetry.metrics_share, written every second from a thread)."""
 
     def __init__(
         self,
         registry: CollectorRegistry,
         producers: Sequence[ProducedHistogram],
         resource: Resource,
+        share: MetricsShare | None = None,
     ) -> None:
-        super().__init__(registry=registry)
+        # The exporter registers a collector of its own, which collects by itself and
+        # renders no exemplars: it gets a registry nothing renders.
+        super().__init__(registry=CollectorRegistry())
         self._attach_producers(producers, resource, AggregationTemporality.CUMULATIVE)
+        self._received: MetricsData | None = None
+        self.exposition = ExpositionCollector(self._collected, share)
+        self._exposed_on = registry
+        registry.register(self.exposition)
+        self._snapshots = SnapshotThread(self.exposition.publish) if share else None
+        if self._snapshots is not None:
+            self._snapshots.start()
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
         renamed = _renamed(metrics_data, PROMETHEUS_NAMES)
-        super()._receive_metrics(renamed, timeout_millis, **kwargs)
+        self._received = _with_produced(renamed, self, self._producers, self._resource)
+
+    def _collected(self) -> MetricsData | None:
+        """One collection (the SDK's and the producers'); ExpositionCollector serializes
+        the calls."""
+        self._received = None
+        self.collect()
+        received, self._received = self._received, None
+        return received
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._snapshots is not None:
+            self._snapshots.stop(timeout_millis / 2000)
+            self.exposition.publish()  # a worker leaving: its last counts stay in the sums
+        self._exposed_on.unregister(self.exposition)
+        super().shutdown(timeout_millis, **kwargs)
 
 
 class ProducingPeriodicReader(_WithProducers, PeriodicExportingMetricReader):

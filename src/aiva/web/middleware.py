@@ -155,6 +155,7 @@ class RequestMiddleware:
                     error,
                     None if bodies is None else bodies.request,
                     None if bodies is None else bodies.response,
+                    span,
                 )
                 if span is not None:
                     http.end_span(span, span_token, method, route, status, error)
