@@ -1,5 +1,6 @@
 """The pairs with their own baseline: FastAPI under aiva.instrument, an httpx client span,
-and issue #12's protections one at a time (--protections).
+the work route against itself with telemetry off (issue #14; one signal at a time on
+--breakdown-work), and issue #12's protections one at a time (--protections).
 
 Each pair runs in the same interleaved rounds as the rest; `x base` and `+CPU us/req`
 are against the configuration named in `vs`, run in the same round. The checks compare
@@ -12,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from configs import PROTECTIONS, PROTECTIONS_OFF
+from configs import PROTECTIONS, PROTECTIONS_OFF, WORK_BREAKDOWN, WORK_FULL, WORK_OFF
 from report import BARE, COLUMNS, FULL, RunResult, Summary, row
 
 # (title, configurations in the order printed)
@@ -26,8 +27,13 @@ SECTIONS = (
         ("httpx_call_off", "httpx_call_on"),
     ),
     (
-        "issue #12's protections on aiva_full_01, one at a time (each row adds one to the row "
-        "above, its `vs`)",
+        "the work route (GET /api/demo/work: 4 spans, 5 log lines, 4 histogram points a "
+        "request) against itself with telemetry off",
+        WORK_BREAKDOWN,
+    ),
+    (
+        "issue #12's protections on a quiet base (traces 0.1, Prometheus, console access "
+        "line), one at a time (each row adds one to the row above, its `vs`)",
         PROTECTIONS,
     ),
 )
@@ -131,13 +137,61 @@ def protection_checks(results: Sequence[RunResult]) -> list[str]:
     return lines
 
 
-def checks(results: Sequence[RunResult]) -> list[str]:
-    """The criteria whose configurations ran, each with its figures and a PASS/FAIL verdict:
-    #10's two (FastAPI, client span) and #12's protections."""
+# Issue #14: the work route under the full pipeline serves at least 0.3x of itself with
+# telemetry off (0.16x measured before), with zero spans and log records lost.
+WORK_TARGET = 0.3
+WORK_BEFORE = 0.16
+# (label, the layer, the layer below it): --breakdown-work's rows, each over the one above.
+WORK_LAYERS = (
+    ("traces (4 spans at ratio 1.0)", "work_traces", WORK_OFF),
+    ("metrics (Prometheus and OTLP)", "work_traces_metrics", "work_traces"),
+    ("console lines (5 INFO lines as JSON)", "work_console", "work_traces_metrics"),
+    ("OTLP log records (the same 5 lines)", WORK_FULL, "work_console"),
+)  # fmt: skip
+
+
+def work_checks(results: Sequence[RunResult], sums: Mapping[str, Summary]) -> list[str]:
+    """Issue #14's work-route target, and the signal-by-signal split when its layers ran."""
+    full = sums.get(WORK_FULL)
+    if full is None or not full.rounds_ok or full.ratio is None:
+        verdict = "not run" if full is None else "failed"
+    else:
+        met = full.ratio >= WORK_TARGET and full.spans_lost == 0 and full.logs_lost == 0
+        verdict = (
+            f"{full.ratio:.2f}x, {_opt_us(full.added_cpu_us_per_req)} us/req over {WORK_OFF}, "
+            f"lost spans {full.spans_lost} logs {full.logs_lost}: {'met' if met else 'NOT met'}"
+        )
+    lines = [
+        f"target work route full pipeline >= {WORK_TARGET}x ({WORK_BEFORE}x before) with zero "
+        f"spans and log records lost: {WORK_FULL} {verdict}"
+    ]
+    layers = [(label, layer, below) for label, layer, below in WORK_LAYERS if layer in sums]
+    if len(layers) > 1:  # --breakdown-work
+        lines.append(
+            "work route by signal (CPU us a request each layer adds to the one above; medians "
+            "of same-round differences):"
+        )
+        for label, layer, below in layers:
+            lines.append(f"  {label}: {_added(results, (layer, below))[0]}")
+        lines.append(
+            f"  total ({WORK_FULL} - {WORK_OFF}): {_added(results, (WORK_FULL, WORK_OFF))[0]}"
+        )
+    return lines
+
+
+def _opt_us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.0f}"
+
+
+def checks(results: Sequence[RunResult], sums: Mapping[str, Summary]) -> list[str]:
+    """The criteria whose configurations ran, each with its figures and a verdict: #10's
+    two (FastAPI, client span), #12's protections and #14's work route."""
     ran = {r.config for r in results}
     lines = protection_checks(results) if ran & set(PROTECTIONS) else []
-    if ran & (SECTION_CONFIGS - set(PROTECTIONS)):
+    if ran & (SECTION_CONFIGS - set(PROTECTIONS) - set(WORK_BREAKDOWN)):
         lines += issue_10_checks(results)
+    if ran & set(WORK_BREAKDOWN):
+        lines += work_checks(results, sums)
     return lines
 
 

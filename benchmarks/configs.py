@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from report import BARE
 from serve_switched import DIRECT_CONSOLE, PLAIN_HTTPTOOLS
 
+ITEM_ROUTE = "/api/demo/items/42"  # GET /api/demo/items/{item_id}: served by every app
+WORK_ROUTE = "/api/demo/work"  # the reference app's handler with telemetry of its own
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -35,6 +38,7 @@ class BenchConfig:
     # For `aiva serve`: benchmark-only switches (benchmarks/serve_switched.py) that put
     # back what ran before issue #12 where no setting can; () runs `python -m aiva`.
     switches: tuple[str, ...] = ()
+    route: str = ITEM_ROUTE  # what wrk and the readiness probe request
 
 
 def _stock_env(ratio: float = 1.0) -> dict[str, str]:
@@ -80,13 +84,61 @@ STOCK_SPANS = 3
 FASTAPI_BARE = "fastapi_bare"
 HTTPX_OFF = "httpx_call_off"
 
-# Issue #12's protections (--protections), one at a time on aiva's full pipeline at ratio
-# 0.1 (aiva_full_01's settings: every signal on, the access line on the console and over
-# OTLP). Ratio 0.1 rather than aiva_full's 1.0: none of them depends on sampling except
-# the attribute value limit on the sampled span's attributes (one request in ten here;
-# the log records' every time), and at about half the CPU a request the same-round
-# differences, a microsecond or two, are less lost in the rounds' spread. Each layer adds
-# one protection to the row above and is measured against it; the first has them all off.
+# The work route (issue #14): GET /api/demo/work of the reference app, whose handler emits
+# telemetry of its own: three aiva.operation spans under the server span, INFO lines, and
+# histogram points. Counted from the code and checked against rotel (a run's sent/recv):
+# 4 spans a request (the server span, demo.work, demo.fetch, demo.compute); 5 log records
+# at INFO (three "operation ... finished", "processed N items", the access line; the
+# DEBUG lines are below the level); 4 histogram points (three aiva.operation.duration,
+# aiva.demo.batch.size) and one counter add, besides the request's own metrics.
+# Its baseline is the same route with telemetry off (no-op providers, level WARNING): the
+# handler does the same work (the 1 ms sleep, the sum, every operation, log and
+# instrument call, answered by no-op providers and the level check).
+WORK_OFF = "work_off"
+WORK_FULL = "work_full"
+WORK_SPANS = 4
+WORK_LOGS = 5
+
+
+def _work(
+    name: str, description: str, env: dict[str, str], *, logs: int = 0, default: bool = False
+) -> BenchConfig:
+    """The work route with traces at 1.0 and `env`'s signals, against telemetry off."""
+    metrics = env["AIVA_TELEMETRY__METRICS__ENABLED"] == "true"
+    return BenchConfig(
+        name, description, env=env, route=WORK_ROUTE, baseline=WORK_OFF, default=default,
+        spans_per_request=WORK_SPANS, logs_per_request=logs, prometheus=metrics,
+    )  # fmt: skip
+
+
+# In the default run: the work route with telemetry off and under aiva_full's settings. On
+# --breakdown-work, one signal at a time in between (each row adds one to the row above).
+WORK_CONFIGS: tuple[BenchConfig, ...] = (
+    BenchConfig(
+        WORK_OFF, "the work route, telemetry off (no-op providers, level WARNING)",
+        env=_aiva_env(telemetry=False), route=WORK_ROUTE,
+    ),
+    _work("work_traces", "the work route, + traces at ratio 1.0 (4 spans a request)", _aiva_env()),
+    _work("work_traces_metrics", "+ metrics (Prometheus and OTLP)", _aiva_env(metrics=True)),
+    _work(
+        "work_console", "+ the INFO lines on the console (5 a request)",
+        _aiva_env(metrics=True, access_line=True),
+    ),
+    _work(
+        WORK_FULL, "+ the same lines over OTLP: aiva_full's settings",
+        _aiva_env(metrics=True, logs=True), logs=WORK_LOGS, default=True,
+    ),
+)  # fmt: skip
+WORK_BREAKDOWN = tuple(c.name for c in WORK_CONFIGS)
+
+# Issue #12's protections (--protections), one at a time on a quiet base: aiva's app with
+# traces at ratio 0.1 and Prometheus metrics, the access line on the console only (no log
+# records over OTLP). On aiva_full_01 (every signal on, each access line also exported)
+# the same-code pair's rounds differed by 16 us a request in a quiet run (load 0.2-1.3),
+# five times the 3 us target: the exporters' batches landing in one round or the next.
+# None of the protections depends on what is exported, except the attribute value limit
+# (measured in-process too: benchmarks/attribute_limit_inprocess.py). Each layer adds one
+# protection to the row above and is measured against it; the first has them all off.
 PROTECTIONS_OFF = "guard_off"
 # Off: the switches (serve_switched.py) and the settings below; the next rows turn them on.
 _ATTRIBUTES = "AIVA_TELEMETRY__LIMITS__ATTRIBUTE_VALUE_LENGTH"
@@ -104,10 +156,11 @@ _BOTH_SWITCHES = (PLAIN_HTTPTOOLS, DIRECT_CONSOLE)
 def _guard(
     name: str, description: str, baseline: str | None, switches: tuple[str, ...], **env: str
 ) -> BenchConfig:
-    """One layer of the protections' breakdown (aiva_full_01's settings underneath)."""
+    """One layer of the protections' breakdown (the quiet base above underneath)."""
     return BenchConfig(
-        name, description, env={**_aiva_env(0.1, metrics=True, logs=True), **env},
-        sampler_ratio=0.1, spans_per_request=1, logs_per_request=1, prometheus=True,
+        name, description,
+        env={**_aiva_env(0.1, metrics=True, logs=False, access_line=True), **env},
+        sampler_ratio=0.1, spans_per_request=1, prometheus=True,
         default=False, baseline=baseline or BARE, switches=switches,
     )  # fmt: skip
 
@@ -115,7 +168,7 @@ def _guard(
 # Each row keeps what the rows above it turned on.
 PROTECTION_CONFIGS: tuple[BenchConfig, ...] = (
     _guard(
-        PROTECTIONS_OFF, "aiva_full_01 with #12's protections off: uvicorn's plain httptools, "
+        PROTECTIONS_OFF, "the quiet base with #12's protections off: uvicorn's plain httptools, "
         "no concurrency or attribute limit, console written on the loop, no rate limit",
         None, _BOTH_SWITCHES, **_GUARDS_OFF,
     ),
@@ -236,6 +289,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
         env={**_aiva_env(), "AIVA_TELEMETRY__INSTRUMENTATIONS": '["httpx"]'},
         spans_per_request=2, upstream=True, baseline=HTTPX_OFF, connections=1,
     ),
+    *WORK_CONFIGS,
     *PROTECTION_CONFIGS,
 )  # fmt: skip
 BREAKDOWN = ("layer_app", "layer_traces_metrics_01", "layer_console_01", "aiva_full_01")

@@ -1,5 +1,6 @@
 """Overhead benchmark: bare Starlette vs aiva and stock OpenTelemetry, under wrk, into rotel;
-and, against their own baselines, FastAPI under aiva.instrument and an httpx client span."""
+and, against their own baselines, FastAPI under aiva.instrument, an httpx client span and
+the work route (a handler with telemetry of its own) against itself without telemetry."""
 
 from __future__ import annotations
 
@@ -24,8 +25,17 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import protections_inprocess
 from comparisons import SECTION_CONFIGS, checks, tables
-from configs import BREAKDOWN, BY_NAME, CONFIGS, PROTECTIONS, BenchConfig, with_baselines
+from configs import (
+    BREAKDOWN,
+    BY_NAME,
+    CONFIGS,
+    PROTECTIONS,
+    WORK_BREAKDOWN,
+    BenchConfig,
+    with_baselines,
+)
 from harness import (
     LOOPBACK,
     SERVER_CORE,
@@ -49,7 +59,6 @@ from serve_switched import SWITCHES_VARIABLE
 from upstream import Upstream
 
 BENCH_DIR = Path(__file__).resolve().parent
-ROUTE_PATH = "/api/demo/items/42"  # GET /api/demo/items/{item_id} in every configuration
 METRICS_PATH = "/metrics"
 START_TIMEOUT_S = 60.0
 # aiva finishes in-flight requests (graceful_timeout_s 10) and then flushes (OTLP timeout 10).
@@ -127,7 +136,7 @@ def count_series(port: int) -> int:
 
 def measure(config: BenchConfig, server: Owned, port: int, result: RunResult, ctx: Context) -> None:
     """Warm up, then the measured wrk run with CPU time around it; fills result."""
-    url = f"http://{LOOPBACK}:{port}{ROUTE_PATH}"
+    url = f"http://{LOOPBACK}:{port}{config.route}"
     wrk_log = ctx.workdir / "wrk.log"
     connections = config.connections or ctx.opts.connections
     warm = run_wrk(url, ctx.opts.warmup, connections, wrk_log)
@@ -182,7 +191,7 @@ def run_one(config: BenchConfig, round_no: int, ctx: Context) -> RunResult:
     mark = ctx.rotel.mark()
     ctx.registry.start(server)
     try:
-        result.probe_requests = wait_for_route(server, port, ROUTE_PATH, START_TIMEOUT_S)
+        result.probe_requests = wait_for_route(server, port, config.route, START_TIMEOUT_S)
     except BenchError as exc:
         result.error, result.failed_start = f"failed to start: {exc}", True
         stop_server(server, result)
@@ -280,7 +289,7 @@ def report(
     paired = tables(by_name, {c.name: c.baseline for c in configs}, signals)
     if paired:
         print("\n".join(paired))
-        print("\n".join(checks(results)))
+        print("\n".join(checks(results, by_name)))
     print(last_line(by_name))
 
 
@@ -323,9 +332,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="aiva_full_01 one layer at a time: " + ", ".join(BREAKDOWN),
     )
     parser.add_argument(
+        "--breakdown-work",
+        action="store_true",
+        help="the work route (GET /api/demo/work) one signal at a time, telemetry off to "
+        "aiva_full's settings: " + ", ".join(WORK_BREAKDOWN),
+    )
+    parser.add_argument(
         "--protections",
         action="store_true",
-        help="issue #12's protections one at a time on aiva_full_01, with the 3 us "
+        help="issue #12's protections one at a time (configs.py says on what), with the 3 us "
         "target: " + ", ".join(PROTECTIONS),
     )
     parser.add_argument(
@@ -350,11 +365,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         opts.rounds, opts.duration = 1, 2
     if min(opts.rounds, opts.duration, opts.warmup, opts.connections) < 1:
         parser.error("--rounds, --duration, --warmup and --connections must be at least 1")
-    chosen = [flag for flag in ("only", "breakdown", "protections") if getattr(opts, flag)]
-    if len(chosen) > 1:
-        parser.error("--only, --breakdown and --protections choose configurations: give one")
+    flags = ("only", "breakdown", "breakdown_work", "protections")
+    if sum(1 for flag in flags if getattr(opts, flag)) > 1:
+        parser.error(
+            "--only, --breakdown, --breakdown-work and --protections choose configurations: "
+            "give one"
+        )
     if opts.breakdown:
         opts.only = ",".join(BREAKDOWN)
+    if opts.breakdown_work:
+        opts.only = ",".join(WORK_BREAKDOWN)
     if opts.protections:
         # Differences of a few µs: no layer may always follow the same neighbour.
         opts.only, opts.alternate = ",".join(PROTECTIONS), True
@@ -406,6 +426,8 @@ def execute(opts: argparse.Namespace, workdir: Path) -> int:
     if opts.json:
         write_json(opts.json, opts, results, sums)
     report(opts.configs, sums, results, opts)
+    if opts.protections:  # the wrk rounds cannot resolve 3 µs: each part alone as well
+        protections_inprocess.report()
     return 0
 
 

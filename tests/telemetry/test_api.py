@@ -7,15 +7,21 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode, Tracer
 
 import aiva
+from aiva.api import _operation_tracer
 from aiva.context import log_fields_var
-from tests.telemetry.conftest import InMemoryTelemetry
+from tests.telemetry.conftest import InMemoryTelemetry, _reset_globals
 
 
 def test_operation_context_manager(
@@ -234,3 +240,75 @@ def test_operation_durations_use_second_scale_buckets(otel: InMemoryTelemetry) -
     # land in the first, as every operation did).
     counts = point.bucket_counts  # type: ignore[attr-defined]
     assert sum(counts) == 1 and counts[0] == 0 and counts[1] == 0
+
+
+class _CountingTracerProvider(TracerProvider):
+    """The SDK's provider, counting its tracer lookups by scope name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[str] = []
+
+    def get_tracer(self, instrumenting_module_name: str, *args: Any, **kwargs: Any) -> Tracer:
+        self.lookups.append(instrumenting_module_name)
+        return super().get_tracer(instrumenting_module_name, *args, **kwargs)
+
+
+def test_operation_tracer_is_looked_up_once_and_a_later_provider_honoured() -> None:
+    _reset_globals()  # nothing installed: the API's proxy provider, as at import time
+    early = aiva.operation("early")  # e.g. a decorator applied when a module is imported
+    with early:
+        assert not trace.get_current_span().is_recording()  # no provider yet: no span
+    spans = InMemorySpanExporter()
+    provider = _CountingTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    trace.set_tracer_provider(provider)  # installed later, as aiva's lifespan does
+    metrics.set_meter_provider(meter_provider)
+    try:
+        with early:
+            assert trace.get_current_span().is_recording()
+        for i in range(5):  # a new object each time, as a handler creates them
+            with aiva.operation("step", i=i):
+                pass
+        assert provider.lookups.count("aiva.operation") == 1  # not once per entry
+        names = [s.name for s in spans.get_finished_spans()]
+        assert names == ["early", *["step"] * 5]
+        assert {s.instrumentation_scope.name for s in spans.get_finished_spans()} == {
+            "aiva.operation"
+        }
+        # The very tracer the API hands out for that scope and version.
+        assert _operation_tracer() is trace.get_tracer("aiva.operation", aiva.__version__)
+        data = reader.get_metrics_data()
+        [duration] = [
+            m
+            for r in (data.resource_metrics if data else [])
+            for s in r.scope_metrics
+            for m in s.metrics
+            if m.name == "aiva.operation.duration"
+        ]
+        counts = {p.attributes["operation"]: p.count for p in duration.data.data_points}  # type: ignore[union-attr, index]
+        assert counts == {"early": 1, "step": 5}
+    finally:
+        provider.shutdown()
+        meter_provider.shutdown()
+        _reset_globals()
+
+
+def test_a_new_provider_gets_its_own_operation_tracer() -> None:
+    _reset_globals()
+    first, second = _CountingTracerProvider(), _CountingTracerProvider()
+    try:
+        trace.set_tracer_provider(first)
+        with aiva.operation("one"):
+            pass
+        _reset_globals()  # as tests do: the global is set again
+        trace.set_tracer_provider(second)
+        with aiva.operation("two"):
+            pass
+        assert first.lookups == ["aiva.operation"] and second.lookups == ["aiva.operation"]
+    finally:
+        first.shutdown()
+        second.shutdown()
+        _reset_globals()
