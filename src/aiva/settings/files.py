@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def _scan_yaml(text: str, name: str) -> frozenset[str]:
     anchored: dict[str, int] = {}  # anchor -> nodes of the node it names, expanded
     inside: list[_Collection] = []
     names: set[str] = set()
-    for event in yaml.parse(stream, Loader=_EVENT_LOADER):
+    for event in _events(stream):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(inside) >= MAX_DEPTH:
                 raise FileRefused(f"is nested more than {MAX_DEPTH} levels deep")
@@ -122,6 +123,19 @@ def _scan_yaml(text: str, name: str) -> frozenset[str]:
             f"{MAX_YAML_NODES:,} a file within the size limit can hold"
         )
     return frozenset(names)
+
+
+def _events(stream: io.StringIO) -> Iterator[yaml.Event]:
+    """The YAML events of `stream`, one at a time."""
+    try:
+        yield from yaml.parse(stream, Loader=_EVENT_LOADER)
+    except yaml.MarkedYAMLError as error:
+        # PyYAML 6.0.4 and later bound the flow nesting themselves, while scanning ahead
+        # of the events (a `[[[[...` line is scanned whole before its first event): the
+        # same refusal, whichever bound is met first.
+        if "maximum nesting depth" in (error.problem or ""):
+            raise FileRefused(f"is nested more than {MAX_DEPTH} levels deep") from error
+        raise
 
 
 def _check_depth(data: object) -> None:
