@@ -13,7 +13,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from configs import PROTECTIONS, PROTECTIONS_OFF, WORK_BREAKDOWN, WORK_FULL, WORK_OFF
+from configs import (
+    PROTECTIONS,
+    PROTECTIONS_OFF,
+    WORK_BREAKDOWN,
+    WORK_FULL,
+    WORK_OFF,
+    WORK_PLAIN,
+)
 from report import BARE, COLUMNS, FULL, RunResult, Summary, row
 
 # (title, configurations in the order printed)
@@ -175,6 +182,11 @@ def work_checks(results: Sequence[RunResult], sums: Mapping[str, Summary]) -> li
             lines.append(f"  {label}: {_added(results, (layer, below))[0]}")
         lines.append(
             f"  total ({WORK_FULL} - {WORK_OFF}): {_added(results, (WORK_FULL, WORK_OFF))[0]}"
+        )
+    if WORK_PLAIN in sums and full is not None:
+        lines.append(
+            f"the fast layer on the work route: {WORK_PLAIN} (telemetry.fast_path: off) "
+            f"{_added(results, (WORK_PLAIN, WORK_FULL))[0]} over {WORK_FULL}"
         )
     return lines
 

@@ -96,6 +96,7 @@ HTTPX_OFF = "httpx_call_off"
 # instrument call, answered by no-op providers and the level check).
 WORK_OFF = "work_off"
 WORK_FULL = "work_full"
+WORK_PLAIN = "work_plain"
 WORK_SPANS = 4
 WORK_LOGS = 5
 
@@ -127,6 +128,12 @@ WORK_CONFIGS: tuple[BenchConfig, ...] = (
     _work(
         WORK_FULL, "+ the same lines over OTLP: aiva_full's settings",
         _aiva_env(metrics=True, logs=True), logs=WORK_LOGS, default=True,
+    ),
+    # What the fast layer buys (aiva.fast): work_full's settings on the plain pipeline.
+    _work(
+        WORK_PLAIN, "work_full with telemetry.fast_path: off (the plain pipeline)",
+        {**_aiva_env(metrics=True, logs=True), "AIVA_TELEMETRY__FAST_PATH": "off"},
+        logs=WORK_LOGS,
     ),
 )  # fmt: skip
 WORK_BREAKDOWN = tuple(c.name for c in WORK_CONFIGS)

@@ -1,6 +1,6 @@
 """Requests a second under wrk for uvicorn's HTTP protocols serving aiva's reference app:
 httptools (uvicorn's stock protocol), h11 (stock), and aiva's limited httptools protocol
-(aiva.web.protocol, what `aiva serve` uses).
+(aiva.fast.uvicorn_protocol, what `aiva serve` uses).
 
 The three servers run side by side, each pinned to core 0 (`taskset -c 0`); wrk, pinned
 to core 1, loads one at a time (`-t1 -c16`, GET /api/demo/items/1), rounds interleaved.
@@ -36,10 +36,11 @@ def serve(variant: str, port: int) -> None:
     """One server: aiva's reference app under uvicorn with the variant's protocol."""
     import uvicorn
 
+    from aiva.fast import probe
+    from aiva.fast.uvicorn_protocol import HeadLimits, http_protocol
     from aiva.server import load_app
     from aiva.settings import load_settings
     from aiva.telemetry.log_setup import configure_logging
-    from aiva.web.protocol import HeadLimits, http_protocol
 
     loaded = load_settings(os.environ)
     configure_logging(loaded.settings.telemetry.logs)
@@ -47,7 +48,8 @@ def serve(variant: str, port: int) -> None:
     http = variant
     if variant == "aiva":
         http = http_protocol(
-            HeadLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s)
+            HeadLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s),
+            probe(),
         )
     config = uvicorn.Config(
         load_app(loaded),

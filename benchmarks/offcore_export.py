@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from aiva.fast.otlp_encoding import encode_logs, encode_spans
 from aiva.settings import load_settings
-from aiva.telemetry.encoding import encode_logs, encode_spans
 from aiva.telemetry.logs import OtlpLogHandler, OtlpLogs
 from aiva.telemetry.resource import build_resource
 

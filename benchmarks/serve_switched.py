@@ -6,7 +6,7 @@ serve [aiva serve's options]`. The switches (BENCH_SWITCHES, comma-separated):
 
 - `plain_httptools`: uvicorn's own httptools protocol (`http="httptools"`) instead of
   aiva's LimitedHttpToolsProtocol: no head size or header count limit, no head timeout
-  (aiva.web.protocol);
+  (aiva.fast.uvicorn_protocol);
 - `direct_console`: the console output as a plain `logging.StreamHandler` on stderr,
   formatted and written on the event loop as before #12, instead of the bounded queue
   drained by its own thread (aiva.telemetry.log_queue).
@@ -30,7 +30,7 @@ DIRECT_CONSOLE = "direct_console"
 KNOWN = (PLAIN_HTTPTOOLS, DIRECT_CONSOLE)
 
 
-def _plain_httptools(limits: Any) -> str:
+def _plain_httptools(limits: Any, fast: Any) -> str:
     """aiva.server's `http_protocol`, answering uvicorn's stock httptools protocol."""
     return "httptools"
 

@@ -24,7 +24,56 @@ from infra.proxy import Mode, TcpProxy  # noqa: E402
 from infra.redis import RedisServer  # noqa: E402
 from infra.require import missing, require_binary  # noqa: E402
 from infra.rotel import Rotel  # noqa: E402
-from infra.service import AivaService  # noqa: E402
+from infra.service import SUITE_FAST_PATH, AivaService  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fast_layer(*hooks): checks what only these hooks of the fast layer (aiva.fast) "
+        "give; left out of a SUITE_FAST_PATH=off run, where the plain pipeline does "
+        "without them (the README's fast layer section says what it gives up)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """SUITE_FAST_PATH=off: the tests of what only the fast layer gives are deselected
+    (reported as such), not skipped; every other test runs on the plain pipeline."""
+    import os
+
+    from aiva.fast import HOOK_NAMES
+
+    for item in items:
+        for marker in item.iter_markers("fast_layer"):
+            unknown = set(marker.args) - set(HOOK_NAMES)
+            if unknown or not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: fast_layer{marker.args}: no such hook")
+    if os.environ.get(SUITE_FAST_PATH) != "off":
+        return
+    plain = [item for item in items if item.get_closest_marker("fast_layer") is None]
+    if len(plain) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in plain])
+        items[:] = plain
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _suite_fast_path() -> Iterator[None]:
+    """SUITE_FAST_PATH=off runs the whole suite on the plain pipeline: services get
+    telemetry.fast_path: off (infra.service), and in-process pipelines find no hook."""
+    import os
+
+    import aiva.fast
+
+    if os.environ.get(SUITE_FAST_PATH) != "off":
+        yield
+        return
+    saved = aiva.fast.HOOKS
+    aiva.fast.HOOKS = ()
+    aiva.fast.probe.cache_clear()
+    assert aiva.fast.probe() == aiva.fast.PLAIN
+    yield
+    aiva.fast.HOOKS = saved
+    aiva.fast.probe.cache_clear()
 
 
 class _Stoppable(Protocol):

@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from aiva.workers import WORKER_STARTING_METHODS, AivaMultiprocess, AivaWorker
+from aiva.fast.uvicorn_workers import WORKER_STARTING_METHODS, AivaMultiprocess, AivaWorker
 from infra.rotel import Rotel
 from infra.service import REPO_ROOT, SRC_DIR, AivaService
 from infra.wait import wait_for
@@ -40,7 +41,9 @@ ENV = {
 FRESH = {"Connection": "close"}  # a new connection a request: the kernel picks the worker
 DRAIN_BOUND_S = 0.1  # SIGTERM to the parent, to readiness 503 in every worker
 EXIT_BOUND_S = 30.0
-NOT_CLEAN = "ended with exit code"  # aiva.workers' line for a worker that did not end with 0
+NOT_CLEAN = (
+    "ended with exit code"  # aiva.fast.uvicorn_workers' line for a worker that did not end with 0
+)
 
 
 def _serve(aiva_service: Callable[..., AivaService], **env: str) -> AivaService:
@@ -161,6 +164,7 @@ def _watch_every_worker(
     return watches, threads
 
 
+@pytest.mark.fast_layer("uvicorn_supervisor", "uvicorn_lifespan_state")
 def test_sigterm_under_load_drains_every_worker_and_flushes_its_spans(
     aiva_service: Callable[..., AivaService],
     rotel: Callable[[], Rotel],
@@ -225,6 +229,7 @@ def test_sigterm_under_load_drains_every_worker_and_flushes_its_spans(
     assert len(instance_ids) == 2, instance_ids
 
 
+@pytest.mark.fast_layer("uvicorn_supervisor", "uvicorn_lifespan_state")
 def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
     aiva_service: Callable[..., AivaService],
 ) -> None:
@@ -256,6 +261,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
     assert f"worker [{victim}] ended with exit code -9" in log
 
 
+@pytest.mark.fast_layer("uvicorn_supervisor", "uvicorn_lifespan_state")
 def test_every_worker_freezes_its_heap_and_sigint_ends_them_cleanly(
     aiva_service: Callable[..., AivaService],
 ) -> None:
@@ -270,7 +276,7 @@ def test_every_worker_freezes_its_heap_and_sigint_ends_them_cleanly(
 
 
 def test_the_supervisor_starts_only_aiva_workers() -> None:
-    """Every uvicorn supervisor method that builds a `Process` is one aiva.workers
+    """Every uvicorn supervisor method that builds a `Process` is one aiva.fast.uvicorn_workers
     rebinds (an upgrade adding one fails here), and builds an AivaWorker."""
     starting = {
         name

@@ -7,11 +7,12 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -29,13 +30,26 @@ _PRIMITIVES = (str, bool, int, float)
 
 
 def tracer(name: str = "aiva.app") -> trace.Tracer:
-    """A tracer from the configured (global) tracer provider."""
-    return trace.get_tracer(name, __version__)
+    """A tracer from the configured (global) tracer provider: the SDK's own Tracer, whose
+    spans take the same path as aiva's server span (sampler, batch processor, export).
+
+    Looked up once per provider and name (see `_tracer_of`), so a handler may call
+    `aiva.tracer()` on every request at no cost; before a provider is installed, the
+    API's proxy tracer, which follows the provider installed later."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return provider.get_tracer(name, __version__)
+    return _tracer_of(provider, name)
 
 
 def meter(name: str = "aiva.app") -> metrics.Meter:
-    """A meter from the configured (global) meter provider, for the service's own instruments."""
-    return metrics.get_meter(name, __version__)
+    """A meter from the configured (global) meter provider, for the service's own instruments.
+
+    With aiva's provider installed, its Counter, UpDownCounter and Histogram are aiva's
+    lean ones (aiva.telemetry.instruments: the SDK's points at a tenth of the cost)."""
+    from aiva.telemetry.instruments import meter_of
+
+    return meter_of(metrics.get_meter_provider(), name, __version__)
 
 
 @contextmanager
@@ -67,8 +81,8 @@ class _Entry(NamedTuple):
     """One entry into an `operation`: what its exit needs."""
 
     owner: operation
-    span_cm: AbstractContextManager[trace.Span]
     span: trace.Span
+    token: object  # the context with the span current, to detach on exit
     started: float
 
 
@@ -94,15 +108,14 @@ class operation:
         self.attributes = attributes
 
     def __enter__(self) -> operation:
-        span_cm = _operation_tracer().start_as_current_span(
-            self.name,
-            attributes=self.attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        span = span_cm.__enter__()
-        logger.debug("operation %s started", self.name, extra={"operation": self.name})
-        _entries.set((*_entries.get(), _Entry(self, span_cm, span, time.perf_counter())))
+        # What start_as_current_span(record_exception=False, set_status_on_exception=False)
+        # does, without its two generator-based context managers (use_span and the
+        # decorator around it): about 3 µs of the operation's ~28 (benchmarks/
+        # operation_inprocess.py). The exception is recorded by __exit__ itself.
+        span = _operation_tracer().start_span(self.name, attributes=self.attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        _log(logging.DEBUG, "operation %s started", (self.name,), {"operation": self.name})
+        _entries.set((*_entries.get(), _Entry(self, span, token, time.perf_counter())))
         return self
 
     def __exit__(
@@ -111,7 +124,7 @@ class operation:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _, span_cm, span, started = self._pop()
+        _, span, token, started = self._pop()
         seconds = time.perf_counter() - started
         extra = {"operation": self.name, "duration_ms": round(seconds * 1000, 3)}
         attributes: dict[str, Any] = {"operation": self.name}
@@ -119,11 +132,13 @@ class operation:
             span.record_exception(error, attributes=masked_exception(error))
             span.set_status(Status(StatusCode.ERROR, mask_text(str(error))))
             attributes["error.type"] = error_type(error, 0)  # as the HTTP spans name it
-            logger.error("operation %s failed: %s", self.name, error, exc_info=error, extra=extra)
+            _log(logging.ERROR, "operation %s failed: %s", (self.name, error), extra, error)
         else:
-            logger.info("operation %s finished", self.name, extra=extra)
+            _log(logging.INFO, "operation %s finished", (self.name,), extra)
         _duration_histogram().record(seconds, attributes)
-        span_cm.__exit__(kind, error, tb)
+        # As use_span leaves it: the context restored, then the span ended.
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
 
     def _pop(self) -> _Entry:
         """This object's innermost entry in the current context, removed."""
@@ -164,6 +179,25 @@ class operation:
         return run  # type: ignore[return-value]
 
 
+def _log(
+    level: int,
+    message: str,
+    args: tuple[Any, ...],
+    extra: dict[str, Any],
+    error: BaseException | None = None,
+) -> None:
+    """An operation's log line, as `logger.log(level, message, *args, extra=extra,
+    exc_info=error)` makes it, less the stack walk for its caller: that is always this
+    module (as for aiva's access line, aiva.web.middleware)."""
+    if not logger.isEnabledFor(level):
+        return
+    exc_info = (type(error), error, error.__traceback__) if error is not None else None
+    record = logger.makeRecord(
+        logger.name, level, __file__, 0, message, args, exc_info, "operation", extra
+    )
+    logger.handle(record)
+
+
 def _operation_tracer() -> trace.Tracer:
     """What `trace.get_tracer("aiva.operation", __version__)` returns, looked up once per
     provider: the global one is read on every entry, so a provider set later is honoured."""
@@ -177,14 +211,16 @@ def _operation_tracer() -> trace.Tracer:
     return _tracer_of(provider)
 
 
-@functools.lru_cache(maxsize=4)
-def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
+@functools.lru_cache(maxsize=64)
+def _tracer_of(provider: trace.TracerProvider, name: str = OPERATION_SCOPE) -> trace.Tracer:
     # The SDK keeps one Tracer a scope and returns that same object for the same name and
     # version, but each get_tracer call first re-adds a warnings filter (invalidating
     # every module's warning registry), builds two scope objects and takes a lock: 11 to
     # 13 of the 37 to 39 CPU µs an operation took (benchmarks/operation_inprocess.py).
     # Keyed by provider, so a new provider gets its own tracer, as for the histogram below.
-    return provider.get_tracer(OPERATION_SCOPE, __version__)
+    # Bounded: a service names a handful of tracers; past 64 (providers x names) the
+    # oldest is looked up again, which costs time only.
+    return provider.get_tracer(name, __version__)
 
 
 def _duration_histogram() -> metrics.Histogram:
@@ -195,9 +231,11 @@ def _duration_histogram() -> metrics.Histogram:
 def _histogram_of(provider: metrics.MeterProvider) -> metrics.Histogram:
     # Looking the instrument up again costs ~10 µs an operation (the SDK takes locks
     # and compares descriptors); keyed by provider, so a new provider gets its own.
+    from aiva.telemetry.instruments import meter_of
     from aiva.telemetry.metrics import DURATION_BUCKETS_S
 
-    return provider.get_meter(OPERATION_SCOPE, __version__).create_histogram(
+    # aiva's lean histogram where its provider has them (aiva.telemetry.instruments).
+    return meter_of(provider, OPERATION_SCOPE, __version__).create_histogram(
         "aiva.operation.duration",
         unit="s",
         description="Duration of aiva.operation units of work.",

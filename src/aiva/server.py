@@ -14,10 +14,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from aiva.errors import AppLoadError
+from aiva.fast import INHERITED_LAYER_VARIABLE, FastLayer, fast_layer
+from aiva.fast.uvicorn_protocol import HeadLimits, http_protocol
+from aiva.fast.uvicorn_server import lifespan_state
 from aiva.heap import freeze_long_lived
 from aiva.settings import LoadedSettings
 from aiva.telemetry.log_setup import configure_logging
-from aiva.web.protocol import HeadLimits, http_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ FACTORY_VARIABLE = "_AIVA_SERVE_APP_FACTORY"
 # With several workers: a directory (mode 0700) the parent makes before the first worker
 # starts and removes after the last one ended; the workers share their metrics through it.
 METRICS_DIR_VARIABLE = "_AIVA_WORKER_METRICS_DIR"
+# The parent's telemetry.fast_path, for the workers' servers (aiva.fast).
+FAST_PATH_VARIABLE = "_AIVA_FAST_PATH"
 
 
 def load_app(loaded: LoadedSettings, target: str | None = None, factory: bool = False) -> Any:
@@ -82,6 +86,7 @@ def run(
     # lines already come out in aiva's format, and the app's lifespan leaves it alone.
     configure_logging(loaded.settings.telemetry.logs)
     limits = server_settings.limits
+    fast = fast_layer(loaded.settings.telemetry.fast_path)  # its one WARNING, before serving
     common: dict[str, Any] = {
         "host": server_settings.host,
         "port": server_settings.port,
@@ -90,10 +95,11 @@ def run(
         "access_log": False,  # replaced by aiva's structured access log
         "lifespan": "on",
         "server_header": False,
-        # httptools with aiva's request-head limits (aiva.web.protocol says why);
+        # httptools with aiva's request-head limits (aiva.fast.uvicorn_protocol says why);
         # in every worker too: the Config, this protocol with it, goes to each.
         "http": http_protocol(
-            HeadLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s)
+            HeadLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s),
+            fast,
         ),
         # The same head limit for uvicorn's h11 protocol, should aiva fall back to it.
         "h11_max_incomplete_event_size": limits.max_header_bytes,
@@ -101,21 +107,29 @@ def run(
     }
     if server_settings.workers > 1:
         os.environ[APP_VARIABLE] = target or ""
+        os.environ[FAST_PATH_VARIABLE] = loaded.settings.telemetry.fast_path
         os.environ[FACTORY_VARIABLE] = "1" if factory else ""
-        from aiva.workers import serve_workers  # it builds on this module's server
+        # It builds on this module's server.
+        from aiva.fast.uvicorn_workers import serve_plain_workers, serve_workers
+
+        # The workers use the hooks the parent's self-tests passed (no second WARNING).
+        os.environ[INHERITED_LAYER_VARIABLE] = ",".join(sorted(fast.usable))
 
         config = uvicorn.Config(
             WORKER_FACTORY, factory=True, workers=server_settings.workers, **common
         )
         with tempfile.TemporaryDirectory(prefix="aiva-metrics-") as shared:
             os.environ[METRICS_DIR_VARIABLE] = shared
-            serve_workers(config)
+            if "uvicorn_supervisor" in fast:
+                serve_workers(config)
+            else:
+                serve_plain_workers(config)
         return
     if app is None:
         app = load_app(loaded, target, factory)
     config = uvicorn.Config(app, **common)
     with _exit_cleanly_after_shutdown():
-        _Server(config).run()
+        _Server(config, fast).run()
 
 
 class _Server(uvicorn.Server):
@@ -124,16 +138,24 @@ class _Server(uvicorn.Server):
 
     uvicorn ends the lifespan only after in-flight requests finish; readiness must
     turn 503 before that, as soon as the signal arrives. With several workers, each
-    worker runs this class too (aiva.workers).
+    worker runs this class too (aiva.fast.uvicorn_workers).
     """
+
+    def __init__(self, config: uvicorn.Config, fast: FastLayer | None = None) -> None:
+        super().__init__(config)
+        # A worker's server (aiva.fast.uvicorn_workers) takes the parent's fast_path.
+        mode = os.environ.get(FAST_PATH_VARIABLE, "auto")
+        self.fast = fast if fast is not None else fast_layer(mode)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         freeze_long_lived()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        state = getattr(getattr(self, "lifespan", None), "state", {})
-        aiva_state = state.get("aiva") if isinstance(state, dict) else None
+        # Without the fast layer's hook, readiness turns 503 when the lifespan's shutdown
+        # starts (aiva.web.lifespan), after the requests in flight.
+        state = lifespan_state(self) if "uvicorn_lifespan_state" in self.fast else None
+        aiva_state = state.get("aiva") if state is not None else None
         if aiva_state is not None:
             aiva_state.health.draining = True
         super().handle_exit(sig, frame)

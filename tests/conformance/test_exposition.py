@@ -38,6 +38,7 @@ def served(aiva_service: Callable[..., AivaService]) -> Iterator[AivaService]:
     yield service
 
 
+@pytest.mark.fast_layer("metric_producers")
 def test_promtool_check_metrics_reports_nothing(served: AivaService) -> None:
     promtool = require_binary("promtool", PROMETHEUS_INSTALL_HINT)
     with served.client() as client:
@@ -79,6 +80,7 @@ def test_promtool_flags_what_it_should(served: AivaService) -> None:
     assert "process_thread_count" in checked.stdout + checked.stderr
 
 
+@pytest.mark.fast_layer("metric_producers")
 def test_openmetrics_exposition_parses(served: AivaService) -> None:
     with served.client() as client:
         answer = client.get("/metrics", headers={"Accept": OPENMETRICS})

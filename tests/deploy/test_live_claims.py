@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
+
 from infra.service import AivaService
 
 from ._repo import ALERTS, exemplar_targets, load_yaml
@@ -30,6 +32,7 @@ def annotation_requests() -> dict[str, str]:
     return found
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_dashboards_ask_for_exemplars_only_when_the_service_emits_them(
     aiva_service: Callable[..., AivaService],
 ) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from infra.ports import free_port
 from infra.prometheus import Prometheus, ScrapeTarget
 from infra.service import AivaService
@@ -107,6 +109,7 @@ def wait_all(prom: Prometheus, queries: dict[str, str], timeout: float) -> dict[
     return pending
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_every_dashboard_and_alert_expression_returns_data(
     aiva_service: Callable[..., AivaService], prometheus: Callable[..., Prometheus]
 ) -> None:

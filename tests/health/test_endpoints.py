@@ -289,6 +289,7 @@ def test_startup_probe_waits_for_the_first_round() -> None:
         assert c.get("/health/ready").status_code == 200
 
 
+@pytest.mark.fast_layer("uvicorn_lifespan_state")
 def test_sigterm_marks_the_app_draining_before_uvicorn_drains() -> None:
     import signal
     from types import SimpleNamespace

@@ -16,6 +16,9 @@ from .processes import ManagedProcess
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
 _LEAKY_PREFIXES = ("AIVA_", "OTEL_")
+# The suite's switch for running everything on the plain pipeline (tests/conftest.py):
+# SUITE_FAST_PATH=off gives every service telemetry.fast_path: off.
+SUITE_FAST_PATH = "SUITE_FAST_PATH"
 
 
 def service_env(env: Mapping[str, str], config_dir: Path) -> dict[str, str]:
@@ -25,6 +28,8 @@ def service_env(env: Mapping[str, str], config_dir: Path) -> dict[str, str]:
         p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH", "")) if p
     )
     base["PYTHONUNBUFFERED"] = "1"
+    if os.environ.get(SUITE_FAST_PATH) == "off":
+        base["AIVA_TELEMETRY__FAST_PATH"] = "off"
     base.update(env)
     base["AIVA_CONFIG_DIR"] = str(config_dir)
     return base

@@ -195,6 +195,7 @@ def _counts(stats: ExportStats, signal: str) -> dict[str, int]:
     return {outcome: n for (s, outcome), n in stats.counts().items() if s == signal}
 
 
+@pytest.mark.fast_layer("export_outcomes")
 def test_a_batch_the_collector_refuses_goes_in_halves_over_grpc(tmp_path: Path) -> None:
     # rotel refuses a gRPC request over 1 MiB (OUT_OF_RANGE): below aiva's own 4 MiB, so
     # the collector's refusal, not aiva's, is what splits this 2.3 MB batch.
@@ -210,6 +211,7 @@ def test_a_batch_the_collector_refuses_goes_in_halves_over_grpc(tmp_path: Path) 
     assert _counts(stats, "spans") == {"exported": len(sizes), "failed": 0, "dropped": 0}
 
 
+@pytest.mark.fast_layer("export_outcomes")
 def test_a_batch_refused_with_413_goes_in_halves(tmp_path: Path) -> None:
     # The SDK's HTTP exporter as it comes (max_request_size 64 MiB): rotel's HTTP receiver
     # answers 413 to this 24 MB request, so its parts go instead.
@@ -226,6 +228,7 @@ def test_a_batch_refused_with_413_goes_in_halves(tmp_path: Path) -> None:
     assert _counts(stats, "spans") == {"exported": len(sizes), "failed": 0, "dropped": 0}
 
 
+@pytest.mark.fast_layer("export_outcomes")
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_a_span_too_large_alone_is_dropped_and_counted(tmp_path: Path, protocol: str) -> None:
     # One 5 MB span among 20: over 4 MiB on its own, it is dropped; the 20 arrive.
@@ -241,6 +244,7 @@ def test_a_span_too_large_alone_is_dropped_and_counted(tmp_path: Path, protocol:
     assert _counts(stats, "spans") == {"exported": 20, "failed": 0, "dropped": 1}
 
 
+@pytest.mark.fast_layer("export_outcomes")
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_a_log_record_too_large_alone_is_dropped_and_counted(tmp_path: Path, protocol: str) -> None:
     # A 5 MB log line (a body: no attribute limit cuts it) among 30 others.

@@ -152,6 +152,7 @@ class Prober:
             self.stop.wait(0.1)
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_a_header_flood_is_cut_memory_stays_bounded_and_probes_answer(
     serve: Callable[..., AivaService],
 ) -> None:
@@ -193,6 +194,7 @@ def test_a_header_flood_is_cut_memory_stays_bounded_and_probes_answer(
     assert _livez_seconds(service) < 1.0
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_a_head_over_the_size_limit_gets_431_in_one_piece_or_many(
     serve: Callable[..., AivaService],
 ) -> None:
@@ -213,6 +215,7 @@ def test_a_head_over_the_size_limit_gets_431_in_one_piece_or_many(
         assert _status(_read_until_closed(sock, deadline)) == 200
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_too_many_headers_get_431(serve: Callable[..., AivaService]) -> None:
     service = serve()  # 100 header lines at most by default
     deadline = time.monotonic() + 10
@@ -234,6 +237,7 @@ def test_too_many_headers_get_431(serve: Callable[..., AivaService]) -> None:
 # --- connections that never complete a head -------------------------------------------
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_idle_connections_are_closed_after_the_head_timeout(
     serve: Callable[..., AivaService],
 ) -> None:
@@ -276,6 +280,7 @@ def test_idle_connections_are_closed_after_the_head_timeout(
     assert _livez_seconds(service) < 1.0
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_a_slow_loris_is_cut(serve: Callable[..., AivaService]) -> None:
     service = serve({"AIVA_SERVER__LIMITS__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)})
     for first in (b"", b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"):  # new, or kept alive
@@ -416,6 +421,7 @@ def test_a_chunked_body_over_the_limit_gets_413_and_is_read_no_further(
 # --- the same limits in every worker ------------------------------------------------------
 
 
+@pytest.mark.fast_layer("uvicorn_protocol")
 def test_workers_get_the_same_limits(serve: Callable[..., AivaService]) -> None:
     service = serve(
         {

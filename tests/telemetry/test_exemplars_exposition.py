@@ -113,6 +113,7 @@ def _exemplar_trace_ids(server: Prometheus, promql: str, since: float) -> set[st
     }
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_prometheus_stores_exemplars_of_traces_the_collector_received(
     workers: int,
@@ -148,6 +149,7 @@ def test_prometheus_stores_exemplars_of_traces_the_collector_received(
         assert trace_ids <= received, (promql, trace_ids - received)
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 @pytest.mark.parametrize("exemplar_filter", ["always_off", "trace_based"])
 def test_the_exemplar_filter_setting_rules_aivas_own_histograms(exemplar_filter: str) -> None:
     """The request duration aiva aggregates itself follows the setting as the SDK's

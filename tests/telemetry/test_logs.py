@@ -24,12 +24,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext
 
 from aiva.context import request_id_var
+from aiva.fast.batch import batch_queue
 from aiva.telemetry.logs import (
     JsonFormatter,
     OtlpLogHandler,
     OtlpLogs,
     note_request_ids,
-    queue_of,
 )
 from aiva.web.middleware import AccessLog
 from infra.rotel import Rotel
@@ -253,12 +253,14 @@ def _in_memory_pipeline() -> tuple[
     return exporter, provider, processor
 
 
-def test_otlp_handler_queues_what_the_sdk_logger_would() -> None:
-    # The handler bypasses the SDK's Logger.emit for speed; what reaches the exporter
-    # must be the record the public path makes (observed time aside).
+@pytest.mark.parametrize("fast", [True, False], ids=["batch_queue", "plain"])
+def test_otlp_handler_queues_what_the_sdk_logger_would(fast: bool) -> None:
+    # With the fast layer's batch_queue the handler bypasses the SDK's Logger.emit for
+    # speed; what reaches the exporter must be the record the public path makes
+    # (observed time aside), and the plain path's the same.
     exporter, provider, processor = _in_memory_pipeline()
-    assert queue_of(processor) is not None, "this SDK hides its queue: the slow path runs"
-    handler = OtlpLogHandler(OtlpLogs(provider, processor))
+    enqueue = batch_queue(processor) if fast else None
+    handler = OtlpLogHandler(OtlpLogs(provider, processor, enqueue=enqueue))
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("request"):
         record = logging.LogRecord(

@@ -11,7 +11,8 @@ import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
 
-from aiva.telemetry.oversize import ExportOutcomes, export_in_parts, too_large, watch_outcomes
+from aiva.fast.export_outcomes import ExportOutcomes, too_large, watch_outcomes
+from aiva.telemetry.oversize import export_in_parts
 
 LIMIT = 100
 
@@ -142,9 +143,10 @@ def test_the_sdk_exporters_errors_are_watched() -> None:
     exporter.shutdown()
 
 
-def test_an_exporter_without_the_hook_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_exporter_without_the_hook_is_left_alone() -> None:
+    # Where the SDK's exporters lack it, the fast layer's self-test (outcomes_work) fails
+    # and says so once; an exporter of another kind is simply left alone.
     class Plain:
         pass
 
     assert watch_outcomes(Plain()) is None
-    assert "lost whole" in caplog.text

@@ -11,7 +11,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, count_drops
+from aiva.fast.batch import count_drops
+from aiva.telemetry.exporters import CountingSpanExporter, ExportStats
 from aiva.telemetry.shutdown import flush_within, report_abandoned, stop_within
 
 

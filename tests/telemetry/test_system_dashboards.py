@@ -72,6 +72,7 @@ def test_the_dashboards_read_process_and_system_metrics() -> None:
     assert len(system_queries()) >= 10
 
 
+@pytest.mark.fast_layer("metric_producers")
 @pytest.mark.parametrize(
     ("where", "expr", "legend"), system_queries(), ids=[q[0] for q in system_queries()]
 )

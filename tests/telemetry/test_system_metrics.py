@@ -195,6 +195,7 @@ def prometheus_families(text: str) -> dict[str, set[str]]:
     }
 
 
+@pytest.mark.fast_layer("metric_producers")
 def test_prometheus_names_avoid_the_count_suffix_and_otlp_keeps_the_conventions() -> None:
     settings = load_settings({}, config_dir="/nonexistent").settings
     with TestClient(aiva.create_app(settings)) as client:

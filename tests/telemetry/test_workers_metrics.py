@@ -273,6 +273,7 @@ def _query_value(server: Prometheus, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_prometheus_sees_every_request_of_both_workers(
     two_workers: AivaService, prometheus: Callable[..., Prometheus]
 ) -> None:
@@ -297,6 +298,7 @@ def test_prometheus_sees_every_request_of_both_workers(
     assert instances
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_scrapes_under_load_never_decrease_and_keep_up(two_workers: AivaService) -> None:
     sent: list[float] = []  # when each request was sent
     done: list[float] = []  # when each answer was back
@@ -348,6 +350,7 @@ def _worker_pids(service: AivaService, count: int) -> set[int]:
     return pids
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_a_killed_worker_is_replaced_and_counts_never_reset(
     two_workers: AivaService, prometheus: Callable[..., Prometheus]
 ) -> None:
@@ -397,6 +400,7 @@ def test_a_killed_worker_is_replaced_and_counts_never_reset(
     assert increase is not None and increase <= requests * 1.15 + 5, (increase, requests)
 
 
+@pytest.mark.fast_layer("metric_producers", "prometheus_translation")
 def test_promtool_accepts_the_merged_exposition_and_gzip_carries_the_same(
     two_workers: AivaService,
 ) -> None:

@@ -88,6 +88,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_one_trace_across_two_services(
     rotel: Callable[[], Rotel],
     postgres: Callable[[], Postgres],
@@ -171,6 +172,7 @@ def test_one_trace_across_two_services(
         )
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_a_fastapi_app_makes_one_server_span_and_one_series_per_route(
     rotel: Callable[[], Rotel], aiva_service: Callable[..., AivaService]
 ) -> None:

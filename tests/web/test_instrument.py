@@ -74,6 +74,7 @@ def request_count(metrics_text: str, route: str) -> float:
 # --- FastAPI --------------------------------------------------------------------------
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_a_fastapi_app_keeps_routes_dependencies_handlers_tasks_and_lifespan_state() -> None:
     app = aiva.instrument(build_orders(), settings())
     with TestClient(app) as client:
@@ -108,6 +109,7 @@ def test_aivas_endpoints_stay_out_of_the_openapi_document_unless_asked() -> None
     assert paths["/health"]["get"]["tags"] == ["aiva"]
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_one_series_per_route_on_a_fastapi_app() -> None:
     app = aiva.instrument(build_orders(), settings())
     with TestClient(app) as client:
@@ -122,6 +124,7 @@ def test_one_series_per_route_on_a_fastapi_app() -> None:
     assert not any("/orders/1" in value for s in counts for value in s.values())
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_fastapis_own_telemetry_yields() -> None:
     app = build_orders()
     aiva.instrument(app, settings())
@@ -150,6 +153,7 @@ def server_spans(spans: InMemorySpanExporter) -> list[str]:
     return [s.name for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
 
 
+@pytest.mark.fast_layer("fastapi_route_state")
 def test_routes_of_included_routers_and_plain_routes_keep_their_full_template() -> None:
     app = FastAPI()
     items = APIRouter()
@@ -180,6 +184,7 @@ def test_routes_of_included_routers_and_plain_routes_keep_their_full_template() 
     ]
 
 
+@pytest.mark.fast_layer("fastapi_route_state")
 def test_templates_where_fastapi_records_no_route() -> None:
     app = FastAPI()
     app.add_route("/first", own_health)
@@ -377,6 +382,7 @@ def test_an_instrumented_app_mounted_under_a_plain_one() -> None:
     assert "/svc/things/{thing_id}" in routes
 
 
+@pytest.mark.fast_layer("fastapi_telemetry_config")
 def test_under_a_fastapi_app_that_traces_requests_itself_aiva_keeps_its_own() -> None:
     outer, theirs = fastapi_tracing_to_memory()
 

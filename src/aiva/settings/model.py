@@ -15,6 +15,8 @@ LogFormat = Literal["json", "console"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 Probe = Literal["live", "ready", "startup"]
 Instrumentation = Literal["aiva", "stock"]
+# auto: the fast layer's hooks that pass their start-up self-test (aiva.fast); off: none.
+FastPath = Literal["auto", "off"]
 # Client libraries aiva can instrument (one row each in aiva.telemetry.clients.CLIENT_LIBRARIES).
 ClientLibrary = Literal["asyncpg", "httpx", "redis"]
 CheckType = Literal["postgres", "redis", "http", "disk", "memory", "cpu", "telemetry", "custom"]
@@ -47,7 +49,7 @@ def rule(**constraints: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ServerLimitsSettings:
-    """Connection and request limits (aiva.web.protocol, aiva.web.shedding)."""
+    """Connection and request limits (aiva.fast.uvicorn_protocol, aiva.web.shedding)."""
 
     # A request head (request line and header lines) larger than this: 431.
     max_header_bytes: int = field(metadata=rule(ge=1024))
@@ -222,6 +224,7 @@ class TelemetrySettings:
     instrumentation: Instrumentation
     # `auto` (each supported library that is installed, resolved at start-up) or the names.
     instrumentations: Literal["auto"] | tuple[ClientLibrary, ...]
+    fast_path: FastPath
     resource_attributes: Mapping[str, str]
     # Context propagation formats, in order (OTEL_PROPAGATORS); () propagates nothing.
     propagators: tuple[str, ...] = field(metadata=rule(propagators=True, unique=True))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -14,6 +13,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
+from aiva.fast import FastLayer, probe
+from aiva.fast.semconv import stable_conventions
 from aiva.settings.masking import mask_text
 from aiva.settings.model import ClientLibrary
 from aiva.telemetry.histogram import ProducedHistogram
@@ -128,6 +129,7 @@ def instrument_clients(
     tracer_provider: trace.TracerProvider,
     meter_provider: metrics.MeterProvider,
     client_duration: ProducedHistogram | None = None,
+    fast: FastLayer | None = None,
 ) -> ClientInstrumentation:
     """Switch on the contrib instrumentors for `names`, with aiva's providers passed explicitly.
 
@@ -141,7 +143,7 @@ def instrument_clients(
     wanted = [n for n in names if tracing or (metering and CLIENT_LIBRARIES[n].emits_metrics)]
     if not wanted:
         return done
-    with _stable_conventions():
+    with stable_conventions(probe() if fast is None else fast):
         for name in wanted:
             instrumentor = _start(name, tracer_provider, meter_provider, client_duration)
             if instrumentor is not None:
@@ -211,56 +213,3 @@ class _CredentialMasker(SpanProcessor):
             value = attributes.get(key)
             if isinstance(value, str) and (masked := mask_text(value)) != value:
                 span.set_attribute(key, masked)
-
-
-@contextmanager
-def _stable_conventions() -> Iterator[None]:
-    """The stable HTTP and database conventions for the instrumentors set up in the block.
-
-    At 0.66b1 the contrib instrumentors emit the old conventions (`http.url`,
-    `http.client.duration` in ms, `db.statement`, `net.peer.name`) unless the process
-    sets OTEL_SEMCONV_STABILITY_OPT_IN, read once into a private class of
-    opentelemetry-instrumentation; each instrumentor copies the mode when it is
-    instrumented. aiva's contract is the stable conventions without any opt-in
-    variable, so the mode is set to stable for those calls only and put back after:
-    other instrumentations in the process keep theirs, nothing leaks into os.environ
-    or child processes, and a mode the user chose (`http/dup`, `database/dup`) is kept.
-    Setting the variable instead would change every instrumentation in the process,
-    and would do nothing once anything had read it. If the private hook is gone or
-    does not take, the instrumentors' own default stays in force with one warning.
-    """
-    hook = _stability_hook()
-    if hook is None:
-        yield
-        return
-    stability, saved = hook
-    try:
-        yield
-    finally:
-        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = saved
-
-
-def _stability_hook() -> tuple[Any, dict[Any, Any]] | None:
-    """Switch the stability mapping to stable; (its class, the saved mapping) or None."""
-    try:
-        # private: opentelemetry.instrumentation._semconv (see _stable_conventions).
-        from opentelemetry.instrumentation import _semconv
-
-        stability: Any = _semconv._OpenTelemetrySemanticConventionStability
-        signal, mode = _semconv._OpenTelemetryStabilitySignalType, _semconv._StabilityMode
-        stability._initialize()
-        saved = stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING
-        stable = {signal.HTTP: mode.HTTP, signal.DATABASE: mode.DATABASE}
-        chosen = {s: m for s, m in stable.items() if saved.get(s, mode.DEFAULT) is mode.DEFAULT}
-        read = stability._get_opentelemetry_stability_opt_in_mode
-    except (ImportError, AttributeError, TypeError) as error:
-        logger.warning("client spans keep the old semantic conventions: %s", error)
-        return None
-    stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {**saved, **chosen}
-    if not all(read(s) is m for s, m in chosen.items()):
-        stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = saved
-        logger.warning(
-            "client spans keep the old semantic conventions: the stable mode did not take"
-        )
-        return None
-    return stability, saved

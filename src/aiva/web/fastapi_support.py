@@ -10,15 +10,22 @@ the app's telemetry configuration instead.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-# The helper Route.matches itself uses (aiva.web.routing reads it the same way).
-from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Scope
+
+# The helper Route.matches itself uses (aiva.web.routing reads it the same way).
+from aiva.fast import FastLayer
+from aiva.fast.fastapi import (
+    EXCLUDE,
+    YIELDED,
+    effective_route,
+    native_telemetry_config,
+)
+from aiva.web.paths import route_path
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +34,11 @@ logger = logging.getLogger(__name__)
 # FastAPI app mounted below an instrumented one makes no second span, and yields to
 # an outer FastAPI app that traces the request already.
 TELEMETRY_SCOPE_KEY = "fastapi.telemetry"
-# Where FastAPI 0.16x's router keeps the route it chose, with its full template: for a
-# route of an `include_router(prefix=...)` router, scope["route"] is the router's own
-# route, whose path lacks the prefix. Checked at instrument() (check_private_hooks).
-ROUTER_SCOPE_KEY = "fastapi"
-_EFFECTIVE_ROUTE_KEY = "effective_route_context"
+# On a FastAPI app's router, set by instrument(): aiva reads the route FastAPI's router
+# chose from its scope state (the fast layer's `fastapi_route_state`).
+_READS_ROUTE_STATE_ATTR = "_aiva_reads_route_state"
 # On a FastAPI app's router: endpoint -> its plain Starlette routes (see _plain_route).
 _PLAIN_ROUTES_ATTR = "_aiva_plain_routes"
-
-# The switches of `FastAPI(telemetry={...})` (its public TelemetryConfig) that aiva's
-# request middleware and logging cover.
-_YIELDED = ("tracing", "metrics", "logs")
 
 
 def is_fastapi(app: Any) -> bool:
@@ -48,21 +49,11 @@ def is_fastapi(app: Any) -> bool:
     return isinstance(app, FastAPI)
 
 
-@functools.cache
-def check_private_hooks() -> None:
-    """Warn (once a process) when this FastAPI keeps its chosen route elsewhere than
-    aiva reads it."""
-    import fastapi.routing
-
-    found = (
-        getattr(fastapi.routing, "_FASTAPI_SCOPE_KEY", None),
-        getattr(fastapi.routing, "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY", None),
-    )
-    if found != (ROUTER_SCOPE_KEY, _EFFECTIVE_ROUTE_KEY):
-        logger.warning(
-            "this FastAPI keeps its matched routes where aiva does not look: routes of "
-            "routers included with a prefix may be labelled without it"
-        )
+def read_route_state(app: Any, fast: FastLayer) -> None:
+    """Let aiva read the route this FastAPI app's router chose from its scope state, where
+    the fast layer's `fastapi_route_state` passed its self-test."""
+    if "fastapi_route_state" in fast:
+        setattr(app.router, _READS_ROUTE_STATE_ATTR, True)
 
 
 def template_of(scope: Scope, route: Any) -> str | None:
@@ -73,9 +64,8 @@ def template_of(scope: Scope, route: Any) -> str | None:
     of a router included with a prefix to the router's unprefixed route; Starlette's
     router sets it for every match. An empty string means the Mount at the root path.
     """
-    # Private: FastAPI's router state in the scope (see _EFFECTIVE_ROUTE_KEY).
-    fastapi_scope = scope.get(ROUTER_SCOPE_KEY)
-    chosen = fastapi_scope.get(_EFFECTIVE_ROUTE_KEY) if isinstance(fastapi_scope, dict) else None
+    router = getattr(scope.get("app"), "router", None)
+    chosen = effective_route(scope) if getattr(router, _READS_ROUTE_STATE_ATTR, False) else None
     endpoint = scope.get("endpoint")
     # None, or a Mount of an app further out: nothing recorded inside this FastAPI app.
     unrecorded = route is None or isinstance(route, Mount)
@@ -117,55 +107,40 @@ def _plain_route(scope: Scope, endpoint: Any) -> Route | None:
         )
     if len(candidates) == 1:
         return candidates[0]
-    path = get_route_path(scope)
+    path = route_path(scope)
     return next((r for r in candidates if r.path_regex.match(path)), None)
 
 
-def exclude_from_native_telemetry(app: Any, prefixes: Sequence[str]) -> None:
+def exclude_from_native_telemetry(app: Any, prefixes: Sequence[str], fast: FastLayer) -> None:
     """Leave the requests below `prefixes` (instrumented apps mounted there) to aiva:
     FastAPI's own telemetry keeps the rest of the app (its public `exclude` option, set
-    on the configuration it keeps in `_telemetry`, as in yield_native_telemetry)."""
-    config = getattr(app, "_telemetry", None)
-    if not isinstance(config, dict) or "exclude" not in config:
-        logger.warning(
-            "FastAPI's own telemetry could not be told to leave %s to aiva: requests "
-            "there may get two server spans",
-            ", ".join(prefixes),
-        )
-        return
-    earlier = config["exclude"]
+    on the configuration the fast layer's `fastapi_telemetry_config` reaches)."""
+    config = native_telemetry_config(app) if "fastapi_telemetry_config" in fast else None
+    if config is None:
+        return  # aiva.fast's WARNING says what FastAPI's own telemetry does then
+    earlier = config[EXCLUDE]
     below = tuple(p.rstrip("/") + "/" for p in prefixes)
     exact = frozenset(p.rstrip("/") or "/" for p in prefixes)
 
     def excluded(scope: MutableMapping[str, Any]) -> bool:
-        path = get_route_path(scope)
+        path = route_path(scope)
         if path in exact or path.startswith(below):
             return True
         return bool(earlier(scope)) if earlier is not None else False
 
-    config["exclude"] = excluded
+    config[EXCLUDE] = excluded
 
 
-def yield_native_telemetry(app: Any) -> None:
-    """Turn FastAPI's own request telemetry off: aiva makes the one server span.
-
-    FastAPI keeps the configuration given as `FastAPI(telemetry=...)` in `_telemetry`
-    (read per request); there is no public setter once the app exists. Where that
-    attribute is missing (another FastAPI release), nothing is changed and a WARNING
-    says that requests may get two server spans.
-    """
-    # Private attribute of FastAPI, the only one aiva touches there: checked, not assumed.
-    config = getattr(app, "_telemetry", None)
-    if not isinstance(config, dict) or not all(key in config for key in _YIELDED):
-        logger.warning(
-            "FastAPI's own telemetry could not be switched off (this FastAPI keeps its "
-            "configuration elsewhere): pass FastAPI(telemetry={'tracing': False, "
-            "'metrics': False, 'logs': False}) to avoid a second server span per request"
-        )
+def yield_native_telemetry(app: Any, fast: FastLayer) -> None:
+    """Turn FastAPI's own request telemetry off: aiva makes the one server span. Without
+    the fast layer's `fastapi_telemetry_config`, FastAPI's request telemetry still stays
+    away from the requests aiva's middleware marks (TELEMETRY_SCOPE_KEY)."""
+    config = native_telemetry_config(app) if "fastapi_telemetry_config" in fast else None
+    if config is None:
         return
-    if any(config[key] for key in _YIELDED):
+    if any(config[key] for key in YIELDED):
         logger.info("FastAPI's own request telemetry yields to aiva's")
-    for key in _YIELDED:
+    for key in YIELDED:
         config[key] = False
 
 

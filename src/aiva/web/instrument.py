@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp
 
 from aiva.errors import InstrumentationError
+from aiva.fast import PLAIN, fast_layer
 from aiva.health.registry import CustomCheck, as_custom
 from aiva.health.types import CheckFunction
 from aiva.settings import LoadedSettings, Settings, load_settings
@@ -35,6 +36,8 @@ App = TypeVar("App", bound=Starlette)
 OnConflict = Literal["error", "app"]
 # Set on an app instrument() has taken, so that it is never taken twice.
 INSTRUMENTED_ATTR = "_aiva_instrumented"
+# On an instrumented app: the fast layer its settings chose (aiva.fast).
+FAST_LAYER_ATTR = "_aiva_fast_layer"
 _PARAMETER = re.compile(r"{[^}]*}")
 
 
@@ -102,13 +105,16 @@ def run_mounted_lifespans(app: Starlette) -> None:
     """
     lifespans.run_mounted_lifespans(app)
     if fastapi_support.is_fastapi(app):
-        prefixes = [
-            route.path
+        mounted = [
+            route
             for route in app.router.routes
             if isinstance(route, Mount) and getattr(route.app, INSTRUMENTED_ATTR, False)
         ]
-        if prefixes:
-            fastapi_support.exclude_from_native_telemetry(app, prefixes)
+        if mounted:
+            # The fast layer as the mounted apps' settings chose it (the first one's).
+            fast = getattr(mounted[0].app, FAST_LAYER_ATTR, PLAIN)
+            prefixes = [route.path for route in mounted]
+            fastapi_support.exclude_from_native_telemetry(app, prefixes, fast)
 
 
 def _is_starlette(app: object) -> bool:
@@ -282,9 +288,11 @@ def _settle_instrumentation(app: Starlette, settings: Settings) -> None:
 
         StarletteInstrumentor.instrument_app(app)
         return
+    fast = fast_layer(settings.telemetry.fast_path)
+    setattr(app, FAST_LAYER_ATTR, fast)
     if fastapi_support.is_fastapi(app):
-        fastapi_support.check_private_hooks()
-        fastapi_support.yield_native_telemetry(app)
+        fastapi_support.read_route_state(app, fast)
+        fastapi_support.yield_native_telemetry(app, fast)
     # FastAPI apps mounted below (now or later) see the scope key RequestMiddleware sets.
     own = [m for m in app.user_middleware if m.cls is not ContribMiddleware]  # type: ignore[comparison-overlap]
     if len(own) < len(app.user_middleware):

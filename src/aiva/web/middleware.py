@@ -8,8 +8,6 @@ import re
 import time
 from typing import Any
 
-# The helper Route.matches uses (no public one), as aiva.web.routing does.
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiva.context import request_id_var
@@ -22,6 +20,9 @@ from aiva.telemetry.http import (
 )
 from aiva.telemetry.logs import note_request_ids
 from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
+
+# The helper Route.matches uses (no public one), as aiva.web.routing does.
+from aiva.web.paths import route_path
 from aiva.web.routing import MountTemplates, route_template
 from aiva.web.shedding import Shedding, on_startup
 
@@ -90,7 +91,7 @@ class RequestMiddleware:
         span: Any = None
         span_token: object = None
         # The path the routes see (without --root-path): the one excluded_paths names.
-        quiet = http is not None and http.excluded(get_route_path(scope))
+        quiet = http is not None and http.excluded(route_path(scope))
         if (
             http is not None
             and http.make_spans

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
-from starlette._utils import get_route_path  # as aiva.web.routing reads the path
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +34,7 @@ from aiva.web._rate_windows import (
 )
 from aiva.web._sampled_log import SampledLog
 from aiva.web.lifespans import Lifespan
+from aiva.web.paths import route_path
 from aiva.web.routing import route_template
 
 security_log = logging.getLogger("aiva.security")
@@ -196,7 +196,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limits = self.limits
-        path = get_route_path(scope)
+        path = route_path(scope)
         state = scope.get("state")
         limiter: Limiter | None = state.get(STATE_KEY) if state else None
         if limiter is None or limits.exempt(path):

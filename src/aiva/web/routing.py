@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# The helper Route.matches itself uses (there is no public one), so the group reads the
-# same path as its routes do, root_path and all.
-from starlette._utils import get_route_path
 from starlette.datastructures import URLPath
 from starlette.routing import BaseRoute, Match, Mount, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
-from aiva.web.fastapi_support import ROUTER_SCOPE_KEY, template_of
+from aiva.fast.fastapi import ROUTER_SCOPE_KEY
+from aiva.web.fastapi_support import template_of
+from aiva.web.paths import route_path  # the path Route.matches reads, root_path and all
 
 
 def route_template(scope: Scope, root: str | None = None) -> str | None:
@@ -130,7 +129,7 @@ class RouteGroup(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if "path" in scope:
-            segment = _first_segment(get_route_path(scope))
+            segment = _first_segment(route_path(scope))
             candidates = self._by_segment.get(segment, self._always)
         else:
             candidates = self._routes

@@ -7,7 +7,7 @@ The probes (`/livez`, `/readyz`, `/health`, `/ready` and below) and `/metrics` a
 shed: Kubernetes must not restart a pod for being busy, and the scrape that shows the
 shedding must get through.
 
-Every refusal, here and in aiva.web.protocol, counts in `aiva.http.rejected{reason}`
+Every refusal, here and in aiva.fast.uvicorn_protocol, counts in `aiva.http.rejected{reason}`
 (overload, header_too_large, too_many_headers, header_timeout), which exists at 0
 from start-up.
 """
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from starlette._utils import get_route_path
 from starlette.types import Message, Scope, Send
 
 from aiva import __version__
+from aiva.web.paths import route_path
 
 # Where the lifespan state keeps the Rejections, shared with the connection protocol
 # (uvicorn hands every connection the same state dict).
@@ -89,7 +89,7 @@ class Shedding:
         )
 
     def exempt(self, scope: Scope) -> bool:
-        path = get_route_path(scope)
+        path = route_path(scope)
         return path in self._exempt or path.startswith(_PROBE_PREFIXES)
 
     async def refuse(self, send: Send, request_id: str) -> None:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aiva.api import log_context, operation
+from aiva.api import log_context, meter, operation
 
 logger = logging.getLogger("aiva.demo")
 
@@ -49,8 +49,9 @@ async def work(request: Request) -> JSONResponse:
 
 @functools.lru_cache(maxsize=4)
 def _instruments(provider: metrics.MeterProvider) -> tuple[metrics.Counter, metrics.Histogram]:
-    """The demo's own instruments, created once per provider (as a service should)."""
-    demo_meter = provider.get_meter("aiva.demo")
+    """The demo's own instruments, created once per provider, from `aiva.meter()` as a
+    service should (aiva's lean instruments on aiva's provider)."""
+    demo_meter = meter("aiva.demo")
     return (
         demo_meter.create_counter(
             "aiva.demo.items", unit="{item}", description="Items processed by the demo work route."

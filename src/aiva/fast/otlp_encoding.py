@@ -206,3 +206,71 @@ def _set_value(target: Any, value: Any) -> None:
         target.SetInParent()  # present and empty, as the SDK sends it
     else:
         target.CopyFrom(_encode_value(value))
+
+
+def encoder_works() -> str | None:
+    """The SDK's gRPC exporters build their request in `_translate_data` (which
+    aiva.fast.grpc_exporters replaces), and this encoder's request for a span and a log
+    record of every common shape is byte for byte the SDK encoder's."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import (
+        encode_logs as sdk_encode_logs,
+    )
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
+        encode_spans as sdk_encode_spans,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
+
+    export_code = getattr(getattr(OTLPExporterMixin, "_export", None), "__code__", None)
+    if export_code is None or "_translate_data" not in export_code.co_names:
+        return "the gRPC exporter no longer builds its request in _translate_data"
+    spans, records = _samples()
+    ours: tuple[Any, Any] = (encode_spans(spans), encode_logs(records))
+    theirs: tuple[Any, Any] = (sdk_encode_spans(spans), sdk_encode_logs(records))
+    for mine, sdk in zip(ours, theirs, strict=True):
+        if mine.SerializeToString(deterministic=True) != sdk.SerializeToString(deterministic=True):
+            return f"{type(mine).__name__} differs from the SDK encoder's"
+    return None
+
+
+def _samples() -> tuple[list[ReadableSpan], list[ReadableLogRecord]]:
+    """A finished span (attributes of each kind, an event, a link, an error status) and a
+    log record, from private providers."""
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, Status, StatusCode
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    tracer = provider.get_tracer("aiva.fast", "1")
+    attributes: dict[str, Any] = {
+        "s": "x",
+        "i": 1,
+        "f": 0.5,
+        "b": True,
+        "list": ("a", "b"),
+        "raw": b"\x00",
+    }
+    with tracer.start_as_current_span("parent") as parent:
+        span = tracer.start_span(
+            "child",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            links=[Link(parent.get_span_context(), {"k": "v"})],
+        )
+        span.add_event("event", {"n": 2})
+        span.set_status(Status(StatusCode.ERROR, "failed"))
+        span.end()
+    record = ReadableLogRecord(
+        LogRecord(
+            timestamp=1,
+            observed_timestamp=2,
+            body="self-test",
+            severity_text="INFO",
+            severity_number=SeverityNumber.INFO,
+            attributes=attributes,
+        ),
+        LoggerProvider(shutdown_on_exit=False).resource,
+        InstrumentationScope("aiva.fast", "1"),
+    )
+    return [span, parent], [record]  # type: ignore[list-item]

@@ -28,8 +28,8 @@ What this module adds, where it bites:
   head came: idle sockets and slow-loris clients alike.
 
 uvicorn internals used (HttpToolsProtocol, uvicorn 0.30 to 0.54), all checked by name
-at start-up by `http_protocol`, which otherwise serves with uvicorn's h11 protocol and
-says so in one WARNING:
+at start-up by the fast layer's self-test (`protocol_works`); without them aiva serves
+with uvicorn's h11 protocol, and the fast layer's one WARNING says so:
 - the methods extended here: `connection_made`, `data_received`, `on_message_begin`
   (the parser's callback at a head's first byte) and `on_headers_complete` (at its
   end, where uvicorn starts the request);
@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
+from aiva.fast import FastLayer
 from aiva.web.shedding import REJECTIONS_KEY, Rejections
 
 if TYPE_CHECKING:
@@ -109,25 +110,23 @@ class HeadLimits:
     timeout_s: float
 
 
-def http_protocol(limits: HeadLimits) -> Any:
-    """uvicorn's `http=`: the limited httptools protocol when uvicorn's internals are
-    as this module expects, else "h11" (which bounds the head's size by
-    `h11_max_incomplete_event_size`, answering 400) and one WARNING.
+def http_protocol(limits: HeadLimits, fast: FastLayer) -> Any:
+    """uvicorn's `http=`: the limited httptools protocol when the fast layer's
+    `uvicorn_protocol` passed its self-test (uvicorn's internals are as this module
+    expects), else "h11" (which bounds the head's size by `h11_max_incomplete_event_size`,
+    answering 400; aiva.fast's one WARNING says so).
 
     The protocol is a partial of a module-level class, so that it pickles by reference
     into `--workers` processes (uvicorn spawns them with the Config).
     """
-    missing = missing_hooks()
-    if missing:
-        logger.warning(
-            "uvicorn's httptools protocol is not as aiva expects (%s): serving with "
-            "uvicorn's h11 protocol instead; request heads are limited to %d bytes "
-            "(answered 400, not 431), without a header count limit or a head timeout",
-            missing,
-            limits.max_bytes,
-        )
+    if "uvicorn_protocol" not in fast:
         return "h11"
     return functools.partial(LimitedHttpToolsProtocol, limits)
+
+
+def protocol_works() -> str | None:
+    """The fast layer's self-test: what is missing, None when nothing."""
+    return missing_hooks() or None
 
 
 def missing_hooks() -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import pickle
 
 import pytest
 
-from aiva.web import protocol
-from aiva.web.protocol import HeadLimits, LimitedHttpToolsProtocol, http_protocol, missing_hooks
+from aiva.fast import PLAIN, FastLayer
+from aiva.fast import uvicorn_protocol as protocol
+from aiva.fast.uvicorn_protocol import (
+    HeadLimits,
+    LimitedHttpToolsProtocol,
+    http_protocol,
+    missing_hooks,
+)
 
 LIMITS = HeadLimits(max_bytes=32768, max_headers=100, timeout_s=10)
 
@@ -18,19 +23,18 @@ def test_the_installed_uvicorn_has_every_internal_the_protocol_uses() -> None:
 
 
 def test_the_limited_protocol_is_chosen_and_pickles_into_workers() -> None:
-    chosen = http_protocol(LIMITS)
+    chosen = http_protocol(LIMITS, FastLayer(frozenset({"uvicorn_protocol"})))
     assert chosen.func is LimitedHttpToolsProtocol
     assert chosen.args == (LIMITS,)
     again = pickle.loads(pickle.dumps(chosen))  # as uvicorn's spawned workers get it
     assert (again.func, again.args) == (LimitedHttpToolsProtocol, (LIMITS,))
 
 
-def test_a_missing_internal_falls_back_to_h11_with_one_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_without_the_hook_uvicorns_h11_serves() -> None:
+    assert http_protocol(LIMITS, PLAIN) == "h11"
+
+
+def test_a_missing_internal_fails_the_self_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert protocol.protocol_works() is None
     monkeypatch.setitem(protocol._HOOKS, "on_headers_complete", ("no_such_attribute",))
-    with caplog.at_level(logging.WARNING, logger="aiva.web.protocol"):
-        assert http_protocol(LIMITS) == "h11"
-    [record] = caplog.records
-    assert "on_headers_complete() without self.no_such_attribute" in record.getMessage()
-    assert "h11" in record.getMessage()
+    assert protocol.protocol_works() == "on_headers_complete() without self.no_such_attribute"

@@ -6,11 +6,14 @@ This keeps uvicorn's supervision (replacing a worker that died, health pings, SI
 SIGTTIN/SIGTTOU) and only changes what a worker runs, and how fast the workers hear of a
 stop signal.
 
-Written against uvicorn 0.54.0 (uvicorn.supervisors.multiprocess). What it relies on:
+Written against uvicorn 0.54.0 (uvicorn.supervisors.multiprocess), checked at start-up
+by the fast layer's self-test (`supervisor_works`); without it, uvicorn's own supervisor
+runs uvicorn's plain server in each worker (`serve_plain_workers`). What it relies on:
 - `Process.target` runs in the child and serves through the `Process.server` property;
 - the supervisor's methods build their workers as `Process(config, sockets)`, a name they
-  look up in their module's globals (checked by tests/test_workers.py, so that an upgrade
-  adding another such method fails a test instead of starting plain uvicorn workers);
+  look up in their module's globals (checked by the self-test and by
+  tests/test_workers.py, so that an upgrade adding another such method fails a test
+  instead of starting plain uvicorn workers);
 - the supervisor's signal handlers only queue the signal, handled at its next tick
   (every 0.5 s): forwarded at once here, since readiness must turn 503 within 100 ms.
 """
@@ -148,3 +151,30 @@ def serve_workers(config: Config) -> None:
         AivaMultiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
+
+
+def serve_plain_workers(config: Config) -> None:
+    """uvicorn's own supervisor and workers, as `uvicorn.run(..., workers=N)` runs them."""
+    sock = config.bind_socket()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+
+
+def supervisor_works() -> str | None:
+    """uvicorn's supervisor still starts its workers in exactly these methods, by the
+    name `Process`, and its workers serve through `Process.server` from `target`."""
+    starting = sorted(
+        name
+        for name, member in vars(Multiprocess).items()
+        if "Process" in getattr(getattr(member, "__code__", None), "co_names", ())
+    )
+    if starting != sorted(WORKER_STARTING_METHODS):
+        return f"its methods starting workers are {starting}"
+    target = getattr(getattr(Process, "target", None), "__code__", None)
+    if target is None or "server" not in target.co_names:
+        return "Process.target no longer serves through Process.server"
+    if not isinstance(vars(Process).get("server"), property):
+        return "Process.server is no longer a property"
+    return None

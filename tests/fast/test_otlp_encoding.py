@@ -29,7 +29,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from aiva.telemetry.encoding import encode_logs, encode_spans
+from aiva.fast.otlp_encoding import encode_logs, encode_spans
 
 ATTRIBUTES = {
     "text": "héllo",
@@ -142,7 +142,7 @@ def test_an_attribute_it_cannot_encode_costs_only_that_key(
 ) -> None:
     records = logs_of_every_shape()
     records[0].log_record.attributes = {"good": "yes", "bad": object(), "also": 1}
-    with caplog.at_level(logging.ERROR, logger="aiva.telemetry.encoding"):
+    with caplog.at_level(logging.ERROR, logger="aiva.fast.otlp_encoding"):
         encoded = encode_logs(records[:1])
     keys = [kv.key for kv in encoded.resource_logs[0].scope_logs[0].log_records[0].attributes]
     assert keys == ["good", "also"]

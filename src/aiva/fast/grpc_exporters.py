@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
-from aiva.telemetry.encoding import encode_logs, encode_spans
+from aiva.fast.otlp_encoding import encode_logs, encode_spans
 
 
 class OTLPSpanExporter(SdkOTLPSpanExporter):
