@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 # FastAPI app mounted below an instrumented one makes no second span, and yields to
 # an outer FastAPI app that traces the request already.
 TELEMETRY_SCOPE_KEY = "fastapi.telemetry"
-# On a FastAPI app's router, set by instrument(): aiva reads the route FastAPI's router
-# chose from its scope state (the fast layer's `fastapi_route_state`).
-_READS_ROUTE_STATE_ATTR = "_aiva_reads_route_state"
+# In a request's scope, set by aiva's request middleware where the fast layer's
+# `fastapi_route_state` passed its self-test: aiva reads the route FastAPI's router chose
+# from its scope state (a Mount's child scope is the same dict: apps below see it too).
+READS_ROUTE_STATE_KEY = "aiva.fastapi_route_state"
 # On a FastAPI app's router: endpoint -> its plain Starlette routes (see _plain_route).
 _PLAIN_ROUTES_ATTR = "_aiva_plain_routes"
 
@@ -49,13 +50,6 @@ def is_fastapi(app: Any) -> bool:
     return isinstance(app, FastAPI)
 
 
-def read_route_state(app: Any, fast: FastLayer) -> None:
-    """Let aiva read the route this FastAPI app's router chose from its scope state, where
-    the fast layer's `fastapi_route_state` passed its self-test."""
-    if "fastapi_route_state" in fast:
-        setattr(app.router, _READS_ROUTE_STATE_ATTR, True)
-
-
 def template_of(scope: Scope, route: Any) -> str | None:
     """The template (below the root path) of the route a FastAPI router chose, where it
     recorded no route in scope["route"] or one without its prefix; None: not found.
@@ -64,8 +58,7 @@ def template_of(scope: Scope, route: Any) -> str | None:
     of a router included with a prefix to the router's unprefixed route; Starlette's
     router sets it for every match. An empty string means the Mount at the root path.
     """
-    router = getattr(scope.get("app"), "router", None)
-    chosen = effective_route(scope) if getattr(router, _READS_ROUTE_STATE_ATTR, False) else None
+    chosen = effective_route(scope) if scope.get(READS_ROUTE_STATE_KEY) else None
     endpoint = scope.get("endpoint")
     # None, or a Mount of an app further out: nothing recorded inside this FastAPI app.
     unrecorded = route is None or isinstance(route, Mount)

@@ -252,8 +252,10 @@ def _add_middleware(app: Starlette, settings: Settings, limits: RateLimits) -> N
         )
     build = app.build_middleware_stack
 
+    reads_route_state = "fastapi_route_state" in fast_layer(settings.telemetry.fast_path)
+
     def build_with_aiva() -> ASGIApp:
-        return RequestMiddleware(build(), MountTemplates(app.router.routes))
+        return RequestMiddleware(build(), MountTemplates(app.router.routes), reads_route_state)
 
     # An instance attribute over the public method: Starlette and FastAPI call
     # self.build_middleware_stack() once, when the first request or lifespan arrives.
@@ -291,7 +293,6 @@ def _settle_instrumentation(app: Starlette, settings: Settings) -> None:
     fast = fast_layer(settings.telemetry.fast_path)
     setattr(app, FAST_LAYER_ATTR, fast)
     if fastapi_support.is_fastapi(app):
-        fastapi_support.read_route_state(app, fast)
         fastapi_support.yield_native_telemetry(app, fast)
     # FastAPI apps mounted below (now or later) see the scope key RequestMiddleware sets.
     own = [m for m in app.user_middleware if m.cls is not ContribMiddleware]  # type: ignore[comparison-overlap]

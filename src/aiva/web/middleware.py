@@ -19,6 +19,7 @@ from aiva.telemetry.http import (
     read_headers,
 )
 from aiva.telemetry.logs import note_request_ids
+from aiva.web.fastapi_support import READS_ROUTE_STATE_KEY
 from aiva.web.fastapi_support import TELEMETRY_SCOPE_KEY as FASTAPI_TELEMETRY
 
 # The helper Route.matches uses (no public one), as aiva.web.routing does.
@@ -46,9 +47,13 @@ class RequestMiddleware:
     (BaseHTTPMiddleware would cost a task and a memory stream per request.)
     """
 
-    def __init__(self, app: ASGIApp, mounts: MountTemplates | None = None) -> None:
-        """`mounts`: the app's Mounts, for route templates under a parametrized one."""
+    def __init__(
+        self, app: ASGIApp, mounts: MountTemplates | None = None, reads_route_state: bool = False
+    ) -> None:
+        """`mounts`: the app's Mounts, for route templates under a parametrized one;
+        `reads_route_state`: FastAPI's router state may be read (aiva.fast.fastapi)."""
         self.app = app
+        self.reads_route_state = reads_route_state
         self.access_log = AccessLog()
         self.mounts = mounts
         # Load shedding (aiva.web.shedding): requests in flight, and the limit, known
@@ -74,6 +79,8 @@ class RequestMiddleware:
             http = None  # an outer FastAPI app's own telemetry has this request's span
         else:
             scope[FASTAPI_TELEMETRY] = None  # and FastAPI apps mounted below keep out
+        if self.reads_route_state:
+            scope[READS_ROUTE_STATE_KEY] = True
         # Host, User-Agent, ... for the span's attributes, gathered in the same pass.
         headers: dict[bytes, bytes] = {}
         if http is not None:
