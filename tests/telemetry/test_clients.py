@@ -249,6 +249,10 @@ def otlp_settings(collector: Rotel, **more: str) -> Settings:
     )
 
 
+# In-process: on the plain pipeline the stable conventions come through
+# OTEL_SEMCONV_STABILITY_OPT_IN, which takes only if nothing in the process read it first,
+# and earlier tests in this process have (the documented limit of the plain path).
+@pytest.mark.fast_layer("semconv_mode")
 def test_one_trace_holds_the_server_span_and_its_client_spans(
     rotel: Callable[[], Rotel],
     postgres: Callable[[], Postgres],
