@@ -45,8 +45,17 @@ def native_telemetry_config(app: Any) -> dict[str, Any] | None:
     return config
 
 
+def _installed() -> bool:
+    """Without FastAPI there is no FastAPI app, and nothing for these hooks to do."""
+    import importlib.util
+
+    return importlib.util.find_spec("fastapi") is not None
+
+
 def route_state_works() -> str | None:
     """FastAPI keeps its chosen route under the keys aiva reads, with the full template."""
+    if not _installed():
+        return None
     import fastapi.routing
 
     found = (
@@ -60,6 +69,8 @@ def route_state_works() -> str | None:
 
 def telemetry_config_works() -> str | None:
     """A FastAPI app keeps its telemetry configuration where aiva changes it."""
+    if not _installed():
+        return None
     from fastapi import FastAPI
 
     if native_telemetry_config(FastAPI()) is None:
