@@ -40,6 +40,7 @@ from aiva.telemetry.metrics import (
     BodySizeHistograms,
 )
 from aiva.telemetry.propagation import header_names
+from aiva.telemetry.spans import tracer_of
 
 # The HTTP semantic conventions' known methods (RFC 9110's, PATCH and QUERY): any other
 # is reported as _OTHER, so a scanner sending random methods cannot grow the series count.
@@ -123,7 +124,7 @@ class HttpTelemetry:
         no-op one). `propagator`: the formats a parent context is read in (default: the
         global one, W3C trace context and baggage).
         """
-        self.tracer = tracer_provider.get_tracer("aiva.http", __version__)
+        self.tracer = tracer_of(tracer_provider, "aiva.http", __version__)
         self.make_spans = instrumented and not isinstance(tracer_provider, trace.NoOpTracerProvider)
         self._extract = propagator.extract if propagator is not None else propagate.extract
         # The headers read_headers gathers for the propagator.

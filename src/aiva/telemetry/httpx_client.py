@@ -28,6 +28,7 @@ from aiva.settings.masking import mask_text
 from aiva.telemetry.histogram import ProducedHistogram
 from aiva.telemetry.http import KNOWN_METHODS, error_type
 from aiva.telemetry.metrics import CLIENT_DURATION, DURATION_BUCKETS_S
+from aiva.telemetry.spans import tracer_of
 
 SCOPE = "aiva.httpx"
 # The wrapper remembers the method it replaced under this name: the class itself says
@@ -124,7 +125,7 @@ class _ClientCalls:
         meter_provider: MeterProvider,
         produced: ProducedHistogram | None,
     ) -> None:
-        self.tracer = tracer_provider.get_tracer(SCOPE, __version__)
+        self.tracer = tracer_of(tracer_provider, SCOPE, __version__)
         self.produced = produced
         self.duration: Histogram | None = None
         if produced is None:

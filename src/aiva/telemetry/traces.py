@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     Decision,
-    Sampler,
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 from aiva.fast import PLAIN, FastLayer
@@ -25,9 +24,10 @@ from aiva.settings.model import BatchSettings, LimitsSettings, TracesSettings
 from aiva.telemetry.exporters import CountingSpanExporter, ExportStats, otlp_exporter
 from aiva.telemetry.otlp_target import otlp_target, within
 from aiva.telemetry.sdk_drops import SdkDropCounts
+from aiva.telemetry.spans import LeanTracerProvider, ParentDecidingSampler
 
 
-class AdjustableRatioSampler(Sampler):
+class AdjustableRatioSampler(ParentDecidingSampler):
     """The SDK's standard samplers (OTEL_TRACES_SAMPLER) as one sampler, whose ratio can
     change while the service runs (hot reload) for the *traceidratio ones.
 
@@ -65,7 +65,12 @@ class AdjustableRatioSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        parent = get_current_span(parent_context).get_span_context()
+        return self.decide(
+            get_current_span(parent_context).get_span_context(), trace_id, attributes
+        )
+
+    def decide(self, parent: SpanContext, trace_id: int, attributes: Attributes) -> SamplingResult:
+        """should_sample's answer for a parent's span context (invalid: none)."""
         if self._parent_based and parent.is_valid:
             sampled = parent.trace_flags.sampled
             state: TraceState | None = parent.trace_state
@@ -114,12 +119,13 @@ def _rule(ratio: float) -> tuple[float, int]:
 
 def build_tracer_provider(
     settings: Settings, resource: Resource, stats: ExportStats, fast: FastLayer = PLAIN
-) -> tuple[TracerProvider, AdjustableRatioSampler]:
+) -> tuple[LeanTracerProvider, AdjustableRatioSampler]:
     """The provider with its exporters (OTLP when an endpoint is set, console) and sampler;
-    `fast`: the fast layer's hooks in use."""
+    `fast`: the fast layer's hooks in use. The provider also hands aiva's own tracers
+    lean spans (aiva.telemetry.spans)."""
     traces = settings.telemetry.traces
     sampler = build_sampler(traces)
-    provider = TracerProvider(
+    provider = LeanTracerProvider(
         resource=resource,
         sampler=sampler,
         span_limits=span_limits(settings.telemetry.limits),

@@ -23,6 +23,7 @@ from aiva.settings import LoadedSettings, Settings
 from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.log_setup import set_level
 from aiva.telemetry.setup import Telemetry, setup_telemetry
+from aiva.telemetry.spans import tracer_of
 from aiva.web.reloader import LiveSettings, SettingsReloader
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def build_health(
     runner = HealthRunner(
         build_checks(settings, telemetry.stats, custom),
         settings.health,
-        telemetry.tracer_provider.get_tracer("aiva.health", __version__),
+        tracer_of(telemetry.tracer_provider, "aiva.health", __version__),
         check_duration_histogram(meter),
     )
     register_gauges(meter, runner)
