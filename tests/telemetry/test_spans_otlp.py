@@ -153,8 +153,11 @@ def test_status_exceptions_and_ended_spans_as_the_sdk(
         error.end()
         with pytest.raises(KeyError), tracer.start_as_current_span("raised", attributes={"a": 1}):
             raise KeyError("missing")
-        with pytest.raises(KeyError), tracer.start_as_current_span(
-            "quiet", record_exception=False, set_status_on_exception=False
+        with (
+            pytest.raises(KeyError),
+            tracer.start_as_current_span(
+                "quiet", record_exception=False, set_status_on_exception=False
+            ),
         ):
             raise KeyError("not recorded")
         with pytest.raises(RuntimeError), tracer.start_span("entered"):  # the span's __exit__
