@@ -9,6 +9,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -45,31 +46,78 @@ class _Opaque:
         return "opaque-value"
 
 
+class _Warnings(logging.Handler):
+    """The warnings the SDK's and aiva's span code log, by their text."""
+
+    LOGGERS = ("opentelemetry", "aiva.telemetry")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextmanager
+    def capturing(self) -> Iterator[list[str]]:
+        loggers = [logging.getLogger(name) for name in self.LOGGERS]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+            logger.addHandler(self)
+        try:
+            yield self.messages
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.removeHandler(self)
+                logger.setLevel(level)
+
+
 class Pipeline:
-    def __init__(self, sampler: Any = ALWAYS_ON) -> None:
+    def __init__(self, sampler: Any = ALWAYS_ON, limits: SpanLimits = LIMITS) -> None:
         self.spans = InMemorySpanExporter()
         self.provider = LeanTracerProvider(
-            span_limits=LIMITS, sampler=sampler, shutdown_on_exit=False
+            span_limits=limits, sampler=sampler, shutdown_on_exit=False
         )
         self.provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.warnings: tuple[list[str], list[str]] = ([], [])
 
-    def both(self, run: Run) -> tuple[list[ReadableSpan], list[ReadableSpan]]:
-        """`run` with a lean tracer, then with the SDK's, on the same provider."""
-        lean_tracer = tracer_of(self.provider, "svc", "1.0")
+    def both(
+        self, run: Run, version: str | None = "1.0"
+    ) -> tuple[list[ReadableSpan], list[ReadableSpan]]:
+        """`run` with a lean tracer, then with the SDK's, on the same provider; the
+        warnings each logged are kept in `warnings`."""
+        lean_tracer = tracer_of(self.provider, "svc", version)
         assert isinstance(lean_tracer, LeanTracer)
-        run(lean_tracer)
+        with _Warnings().capturing() as lean_warnings:
+            run(lean_tracer)
         lean = list(self.spans.get_finished_spans())
         self.spans.clear()
-        run(self.provider.get_tracer("svc", "1.0"))
+        with _Warnings().capturing() as sdk_warnings:
+            run(self.provider.get_tracer("svc", version))
         sdk = list(self.spans.get_finished_spans())
         self.spans.clear()
         assert len(lean) == len(sdk)
+        self.warnings = (lean_warnings, sdk_warnings)
         return lean, sdk
 
-    def same(self, run: Run) -> list[ReadableSpan]:
-        lean, sdk = self.both(run)
+    def same(self, run: Run, version: str | None = "1.0") -> list[ReadableSpan]:
+        """`run` on both paths: the same OTLP bytes, span contexts (flags, remote bit,
+        trace state, by order of start) and warnings."""
+        lean, sdk = self.both(run, version)
         assert _normalised(lean) == _normalised(sdk)
+        assert _contexts(lean) == _contexts(sdk)
+        assert sorted(self.warnings[0]) == sorted(self.warnings[1])
         return lean
+
+
+def _contexts(spans: list[ReadableSpan]) -> list[tuple[Any, ...]]:
+    ordered = sorted(spans, key=lambda s: (s.start_time or 0, s.name))
+    return [
+        (s.name, int(s.context.trace_flags), s.context.is_remote, s.context.trace_state.to_header())
+        for s in ordered
+        if s.context is not None
+    ]
 
 
 @pytest.fixture
@@ -101,13 +149,74 @@ def test_attributes_cleaned_cut_and_counted_as_the_sdk(pipeline: Pipeline) -> No
         many.end()
         batch = tracer.start_span("batch")
         batch.set_attributes({"p": 1, "q": "two"})
+        batch.set_attributes({"o": _Opaque(), "l": ["x" * 10, _Opaque()]})  # type: ignore[dict-item]
         batch.end()
+        opaque = tracer.start_span("opaque", attributes={"o": _Opaque(), "n": None})  # type: ignore[dict-item]
+        opaque.end()
 
     spans = {s.name: s for s in pipeline.same(run)}
+    assert pipeline.warnings[0]  # the cleaning and the limits did warn, on both paths
+    assert spans["batch"].attributes is not None
+    assert spans["batch"].attributes["o"] == "opaque-value"  # a value's str is not cut
     assert spans["plain"].dropped_attributes == 1  # the limits applied
     assert spans["cut"].attributes is not None
     assert spans["cut"].attributes["long"] == "x" * 8
     assert spans["many"].dropped_attributes > 0
+
+
+ATTRIBUTE_CALLS: list[tuple[str, Any]] = [
+    ("one", {"a": "short"}),
+    ("many", {f"k{i}": "v" * i for i in range(200)}),
+    ("mixed", {"s": "x" * 300, "l": [1, 2], "": 1, 3: "int key", "o": _Opaque()}),
+]
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        SpanLimits(max_span_attributes=0, max_events=0, max_links=0),
+        SpanLimits(
+            max_span_attributes=SpanLimits.UNSET,
+            max_span_attribute_length=SpanLimits.UNSET,
+            max_attributes=SpanLimits.UNSET,
+            max_events=SpanLimits.UNSET,
+            max_links=SpanLimits.UNSET,
+            max_event_attributes=SpanLimits.UNSET,
+            max_link_attributes=SpanLimits.UNSET,
+            max_attribute_length=SpanLimits.UNSET,
+        ),
+    ],
+    ids=["zero", "unlimited"],
+)
+def test_zero_and_no_limits_as_the_sdk(limits: SpanLimits) -> None:
+    def run(tracer: trace.Tracer) -> None:
+        for name, attributes in ATTRIBUTE_CALLS:
+            span = tracer.start_span(name, attributes=attributes)
+            span.set_attributes(attributes)
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
+            span.add_event("event", attributes)
+            span.end()
+
+    pipeline = Pipeline(limits=limits)
+    try:
+        spans = {s.name: s for s in pipeline.same(run)}
+    finally:
+        pipeline.provider.shutdown()
+    if limits.max_span_attributes == 0:
+        assert spans["many"].attributes == {}
+        assert spans["many"].dropped_attributes == 600
+    else:
+        assert len(spans["many"].attributes or {}) == 200
+
+
+def test_a_tracer_without_a_version_names_its_scope_as_the_sdk(pipeline: Pipeline) -> None:
+    def run(tracer: trace.Tracer) -> None:
+        tracer.start_span("unversioned").end()
+
+    [span] = pipeline.same(run, version=None)
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.version == ""
 
 
 def test_events_links_and_their_limits_as_the_sdk(pipeline: Pipeline) -> None:
@@ -214,11 +323,12 @@ def test_nesting_parents_and_sampling_as_the_sdk() -> None:
 def test_a_ratio_of_zero_records_nothing_on_either_path() -> None:
     pipeline = Pipeline(AdjustableRatioSampler(0.0))
     try:
-        tracer = tracer_of(pipeline.provider, "svc")
-        span = tracer.start_span("never")
-        assert not span.is_recording()
-        assert not span.get_span_context().trace_flags.sampled
-        span.end()
+        made = []
+        for tracer in (tracer_of(pipeline.provider, "svc"), pipeline.provider.get_tracer("svc")):
+            span = tracer.start_span("never")
+            made.append((span.is_recording(), int(span.get_span_context().trace_flags)))
+            span.end()
+        assert made[0] == made[1] == (False, int(TraceFlags.RANDOM_TRACE_ID))
         assert pipeline.spans.get_finished_spans() == ()
     finally:
         pipeline.provider.shutdown()
@@ -265,6 +375,24 @@ def test_decorators_as_the_sdk(pipeline: Pipeline) -> None:
 
     spans = pipeline.same(run)
     assert sorted(s.name for s in spans) == ["async", "sync", "sync"]
+
+
+def test_end_on_exit_false_and_one_use_as_the_sdk(pipeline: Pipeline) -> None:
+    def run(tracer: trace.Tracer) -> None:
+        with tracer.start_as_current_span("kept open", end_on_exit=False) as span:
+            pass
+        assert span.is_recording()
+        span.set_attribute("after", True)
+        span.end()
+        manager = tracer.start_as_current_span("once")
+        with manager:
+            pass
+        with pytest.raises((RuntimeError, AttributeError)), manager:
+            pass
+
+    [kept, once] = sorted(pipeline.same(run), key=lambda s: s.name)
+    assert kept.attributes == {"after": True}
+    assert once.name == "once"
 
 
 def test_concurrent_tasks_as_the_sdk(pipeline: Pipeline) -> None:

@@ -5,7 +5,9 @@ attribute cleaning, no length limit) and aggregates by a key that tells apart va
 Python holds equal (True, 1 and 1.0; a sequence of pairs and a mapping). aiva's lean
 instruments (aiva.telemetry.instruments) must put a measurement in the same series and
 show the same point attributes, so both steps are written out here from the API's
-documented behaviour (the cleaning function itself is private to the API).
+documented behaviour (the cleaning function itself is private to the API). aiva's lean
+spans (aiva.telemetry.spans) clean what is not a plain value with the same function and
+the span's length limit.
 
 Both cost a few µs; the instruments run them once per distinct attribute dict and keep
 the result under a cheap alias (`AttributeKeys`).
@@ -47,18 +49,26 @@ def clean(attributes: object) -> dict[str, Any] | None:
             "Invalid type '%s' for attributes. Expected a Mapping or None.", type(attributes)
         )
         return None
-    cleaned = _clean_value(attributes)
+    cleaned = clean_value(attributes)
     assert isinstance(cleaned, dict)
     return cleaned
 
 
-def _clean_value(value: Any) -> Any:
-    """An attribute value as the API cleans it: primitives and bytes kept, sequences as
-    tuples, mappings copied with valid keys, anything else as its str (or None)."""
-    if value is None or isinstance(value, bool | int | float | bytes | str):
+def clean_value(value: Any, max_length: int | None = None) -> Any:
+    """An attribute value as the API cleans it: primitives and bytes kept, strings cut at
+    `max_length` (None: not cut), sequences as tuples, mappings copied with valid keys,
+    anything else as its str (not cut) or None."""
+    if value is None or isinstance(value, bool | int | float | bytes):
+        return value
+    if isinstance(value, str):
+        if max_length is not None and len(value) > max_length:
+            logger.warning(
+                "String attribute value exceeds max length of %d, truncating.", max_length
+            )
+            return value[:max_length]
         return value
     if isinstance(value, Sequence):
-        return tuple(_clean_value(item) for item in value)
+        return tuple(clean_value(item, max_length) for item in value)
     if isinstance(value, Mapping):
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
@@ -80,7 +90,7 @@ def _clean_value(value: Any) -> Any:
                 if not _has_own_str(key):
                     continue
                 key = str(key)
-            cleaned[key] = _clean_value(item)
+            cleaned[key] = clean_value(item, max_length)
         return cleaned
     logger.warning(
         "Invalid type `%s` for attribute value. Expected one of bool, str, None, bytes, int, "

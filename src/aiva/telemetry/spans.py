@@ -2,13 +2,14 @@
 aiva's tracer provider that aiva hands out (`aiva.tracer()`, `aiva.operation`, the server
 and httpx client spans).
 
-Written by hand because the SDK's span costs 12 µs to start and end with two attributes
-on an idle core (`Tracer.start_span` + `Span.end`; 20-29 µs under load), and the work
-route makes four a request: most of it goes to a `BoundedAttributes` (a lock, a cleaning
-pass and a copy) built for attributes that are already plain strings and numbers, and
-to the SDK tracer's own bookkeeping. A lean span keeps plain attributes in a plain dict
-and builds the `ReadableSpan` the processors receive with its public constructor, as
-the SDK does at `end()`: about 4 µs (benchmarks/spans_inprocess.py).
+Written by hand because the SDK's span costs 14.6 CPU µs to start, give two more
+attributes and end as aiva's server span does (`benchmarks/spans_inprocess.py`, an idle
+core), and the work route makes four a request: most of it goes to a `BoundedAttributes`
+(a lock, a cleaning pass and a copy) built for attributes that are already plain strings
+and numbers, to a second parent lookup in the sampler, and to the SDK tracer's own
+bookkeeping. A lean span keeps plain attributes in a plain dict and is itself the
+ReadableSpan the processors receive: 5.8 µs. On the work route, aiva_full's settings,
+the server's CPU a request fell from 615 to 538 µs (interleaved A/B, 6 rounds).
 
 It keeps the SDK's meaning exactly, through public API only (the tests compare the
 exported spans byte for byte at the OTLP level):
@@ -55,8 +56,18 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util import types
+
+from aiva.telemetry.attributes import clean_value
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +90,19 @@ _FLAGS = {
 class ParentDecidingSampler(Sampler):
     """A sampler that can decide from a parent's span context already looked up (the lean
     tracer has it; `should_sample` looks it up again from the context: 0.5 µs)."""
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        return self.decide(parent, trace_id, attributes)
 
     def decide(
         self, parent: SpanContext, trace_id: int, attributes: types.Attributes
@@ -111,7 +135,8 @@ def tracer_of(
         or os.environ.get(INTERNAL_METRICS, "").strip().lower() == "true"
     ):
         return sdk_tracer
-    scope = InstrumentationScope(name, version, schema_url, attributes)
+    # As the SDK's get_tracer names it (no version: "").
+    scope = InstrumentationScope(name, version or "", schema_url, attributes)
     return LeanTracer(sdk_tracer, scope, provider.lean_limits)
 
 
@@ -196,15 +221,21 @@ class _Shared:
     """What every span of one lean tracer shares."""
 
     __slots__ = (
-        "decide", "ids", "info", "limits", "max_count", "max_length", "processor", "resource",
-        "sampler", "scope",
+        "decide", "ids", "info", "limits", "max_count", "max_length", "processor", "sampler",
+        "scope", "sdk",
     )  # fmt: skip
 
     def __init__(self, sdk: SdkTracer, scope: InstrumentationScope, limits: SpanLimits) -> None:
         self.sampler = sdk.sampler
-        self.decide = sdk.sampler.decide if isinstance(sdk.sampler, ParentDecidingSampler) else None
+        # A subclass that overrides should_sample is asked through it.
+        self.decide = (
+            sdk.sampler.decide
+            if isinstance(sdk.sampler, ParentDecidingSampler)
+            and type(sdk.sampler).should_sample is ParentDecidingSampler.should_sample
+            else None
+        )
         self.ids = sdk.id_generator
-        self.resource: Resource = sdk.resource
+        self.sdk = sdk
         self.processor: SpanProcessor = sdk.span_processor
         self.info: InstrumentationInfo = sdk.instrumentation_info
         self.scope = scope
@@ -241,7 +272,16 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._lean_end: int | None = None
         self._lean_status = _UNSET
         self._lock = threading.Lock()
-        self._values: dict[str, Any] | BoundedAttributes = _initial(attributes, shared)
+        self._lean_resource = shared.sdk.resource  # the SDK tracer's: a fork updates it
+        self._values: dict[str, Any] = {}
+        self._dropped = 0
+        if attributes:
+            if (shared.max_count is None or len(attributes) <= shared.max_count) and _all_plain(
+                attributes, shared.max_length
+            ):
+                self._values.update(attributes)
+            else:
+                self._set_all_locked(attributes)
         self._lean_events: BoundedList[Event] | None = None
         self._lean_links: BoundedList[Link] | None = None
 
@@ -268,20 +308,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             if self._lean_end is not None:
                 logger.warning("Setting attribute on ended span.")
                 return
-            limits = self._shared.limits
-            if _all_plain(attributes, self._shared.max_length):
-                for key, value in attributes.items():
-                    self._set_locked(key, value)
-                return
-            # Cleaned as a whole, as BoundedAttributes cleans a mapping it is given (a key
-            # that is not a str is kept as its str; an empty one is dropped and counted).
-            cleaned = BoundedAttributes(
-                None, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
-            )
-            bounded = self._bounded()
-            for key, value in cleaned.items():
-                bounded[key] = value
-            bounded.dropped += cleaned.dropped
+            self._set_all_locked(attributes)
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
@@ -397,7 +424,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     @property
     def attributes(self) -> types.Attributes:
-        return MappingProxyType(self._values)
+        return MappingProxyType(self._values)  # live, as the SDK span's (read-only)
 
     @property
     def events(self) -> Sequence[Event]:
@@ -409,8 +436,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     @property
     def dropped_attributes(self) -> int:
-        values = self._values
-        return values.dropped if isinstance(values, BoundedAttributes) else 0
+        return self._dropped
 
     @property
     def dropped_events(self) -> int:
@@ -422,7 +448,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     @property
     def resource(self) -> Resource:
-        return self._shared.resource
+        return self._lean_resource
 
     @property
     def instrumentation_info(self) -> InstrumentationInfo | None:
@@ -437,49 +463,63 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     # Inside.
 
+    # The attributes, as the SDK span's BoundedAttributes keeps them (its __setitem__ and
+    # _set_items): the same cleaning (aiva.telemetry.attributes.clean_value, with the
+    # span's length limit), warnings, count limit (the oldest dropped) and dropped count;
+    # plain values skip the cleaning, which would keep them as they are.
+
     def _set_locked(self, key: str, value: types.AnyValue) -> None:
-        values = self._values
         shared = self._shared
-        kind = type(value)
-        if (
-            type(values) is dict
-            and type(key) is str
-            and key
-            and (kind in _PLAIN_VALUES or (kind is str and len(value) <= shared.max_length))  # type: ignore[arg-type]
-        ):
-            if key in values:
-                del values[key]  # re-set: moved to the end, as BoundedAttributes does
-            elif shared.max_count is not None and len(values) >= shared.max_count:
-                values = self._bounded()  # full: it drops the oldest, and counts it
-            values[key] = value
+        if shared.max_count == 0:
+            self._dropped += 1
             return
-        self._bounded()[key] = value
+        if type(key) is not str or not key:
+            logger.warning(
+                "invalid key `%s`. must be non-empty string. Dropping key from attributes.", key
+            )
+            self._dropped += 1
+            return
+        kind = type(value)
+        if not (kind in _PLAIN_VALUES or (kind is str and len(value) <= shared.max_length)):  # type: ignore[arg-type]
+            value = clean_value(value, shared.limits.max_span_attribute_length)
+        self._insert(key, value)
+
+    def _set_all_locked(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        shared = self._shared
+        if shared.max_count == 0:
+            self._dropped += len(attributes)
+            return
+        if _all_plain(attributes, shared.max_length):
+            cleaned = attributes
+        else:  # cleaned as one mapping: a key that is not a str is kept as its str
+            cleaned = clean_value(attributes, shared.limits.max_span_attribute_length)
+            self._dropped += len(attributes) - len(cleaned)
+        for key, value in cleaned.items():
+            self._insert(key, value)
+
+    def _insert(self, key: str, value: types.AnyValue) -> None:
+        values = self._values
+        if key in values:
+            del values[key]  # re-set: moved to the end
+        elif self._shared.max_count is not None and len(values) >= self._shared.max_count:
+            logger.warning(
+                "Attributes dict is full. Dropping the oldest key-value pair from attributes "
+                "to make space for the new key-value pair."
+            )
+            del values[next(iter(values))]
+            self._dropped += 1
+        values[key] = value
 
     def _readable(self) -> ReadableSpan:
         """A ReadableSpan of the SDK's own class, as `Span._readable_span()` builds it."""
         shared = self._shared
         return ReadableSpan(
-            self._lean_name, self._lean_context, self._lean_parent, shared.resource,
+            self._lean_name, self._lean_context, self._lean_parent, self._lean_resource,
             self._values, self._lean_events if self._lean_events is not None else (),
             self._lean_links if self._lean_links is not None else (),
             self._lean_kind, shared.info, self._lean_status, self._lean_start,
             self._lean_end, shared.scope,
         )  # fmt: skip
-
-    def _bounded(self) -> BoundedAttributes:
-        """The attributes from now on as the SDK's span keeps them (called locked)."""
-        values = self._values
-        if isinstance(values, BoundedAttributes):
-            return values
-        limits = self._shared.limits
-        bounded = BoundedAttributes(
-            limits.max_span_attributes,
-            values,
-            immutable=False,
-            max_value_len=limits.max_span_attribute_length,
-        )
-        self._values = bounded
-        return bounded
 
     def _unless_ended(self, what: str, change: Callable[..., None], *args: Any) -> bool:
         with self._lock:
@@ -535,19 +575,6 @@ def _all_plain(attributes: Mapping[str, types.AnyValue], max_length: int) -> boo
     return True
 
 
-def _initial(
-    attributes: Mapping[str, types.AnyValue] | None, shared: _Shared
-) -> dict[str, Any] | BoundedAttributes:
-    if not attributes:
-        return {}
-    limit = shared.max_count
-    if (limit is None or len(attributes) <= limit) and _all_plain(attributes, shared.max_length):
-        return dict(attributes)
-    return BoundedAttributes(
-        limit, attributes, immutable=False, max_value_len=shared.limits.max_span_attribute_length
-    )
-
-
 def _valid_link(context: SpanContext, attributes: types.Attributes) -> bool:
     """The SDK's rule: a link is kept when its context is valid, or it carries attributes
     or a trace state."""
@@ -567,15 +594,19 @@ class _AsCurrentSpan:
     ) -> None:
         self._start = start
         self._options = (end_on_exit, record_exception, set_status_on_exception)
-        self._entered: list[Any] = []
+        self._entered: Any = None
 
     def __enter__(self) -> trace.Span:
-        manager = self._current()
-        self._entered.append(manager)
-        return manager.__enter__()
+        # Once, as the SDK's (a generator's) context manager: each `with` calls
+        # start_as_current_span afresh.
+        if self._entered is not None:
+            raise RuntimeError("start_as_current_span's result was already entered")
+        self._entered = self._current()
+        span: trace.Span = self._entered.__enter__()
+        return span
 
     def __exit__(self, *exc_info: Any) -> bool | None:
-        suppressed: bool | None = self._entered.pop().__exit__(*exc_info)
+        suppressed: bool | None = self._entered.__exit__(*exc_info)
         return suppressed
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits
@@ -14,7 +11,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState, get_current_span
+from opentelemetry.trace import SpanContext, TraceState
 from opentelemetry.util.types import Attributes
 
 from aiva.fast import PLAIN, FastLayer
@@ -55,22 +52,9 @@ class AdjustableRatioSampler(ParentDecidingSampler):
         if self._adjustable:
             self._rule = _rule(ratio)
 
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        return self.decide(
-            get_current_span(parent_context).get_span_context(), trace_id, attributes
-        )
-
     def decide(self, parent: SpanContext, trace_id: int, attributes: Attributes) -> SamplingResult:
-        """should_sample's answer for a parent's span context (invalid: none)."""
+        """should_sample's answer (ParentDecidingSampler's, which looks the parent up) for a
+        parent's span context (invalid: none)."""
         if self._parent_based and parent.is_valid:
             sampled = parent.trace_flags.sampled
             state: TraceState | None = parent.trace_state
