@@ -1,0 +1,106 @@
+"""In-process cost of aiva's httpx client span against its server span (issue #10: a
+client span costs no more than aiva's server span).
+
+    taskset -c 0 python benchmarks/client_span_inprocess.py [--rounds 9] [--spans 20000]
+
+Under wrk (`benchmarks/overhead`, the httpx pair) the client span's cost is the difference
+of two runs of about 700 CPU µs a request each, whose rounds differ by ±60 µs: its
+same-round ratios to the server span ranged from -0.4 to 1.5 in one 7-round run. Here
+each span's own work is timed alone, on aiva's provider (aiva's sampler, lean spans, a
+processor that drops what it is given), inside a sampled parent span:
+
+- `server`: `HttpTelemetry.start_span` (attributes from the scope and headers, the span
+  made current) and `end_span` (route, status, name) for `GET /api/demo/items/42`;
+- `client`: aiva's httpx instrumentation's `start` (attributes from the URL, the span,
+  `traceparent` injected into the request's headers) and `end` (status, protocol
+  version, the duration point) for `GET http://127.0.0.1:9/up`, requests built outside
+  the clock.
+
+Rounds are interleaved; CPU time; medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from aiva.settings import load_settings
+from aiva.telemetry.http import HttpTelemetry
+from aiva.telemetry.httpx_client import _ClientCalls
+from aiva.telemetry.spans import LeanTracerProvider
+from aiva.telemetry.traces import build_sampler, span_limits
+
+SCOPE = {
+    "type": "http",
+    "method": "GET",
+    "path": "/api/demo/items/42",
+    "query_string": b"",
+    "scheme": "http",
+    "http_version": "1.1",
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+HEADERS = {b"host": b"127.0.0.1:8000", b"user-agent": b"wrk"}
+
+
+class _Dropped(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        """Dropped: the export is not what is measured."""
+
+
+def server_spans(http: HttpTelemetry, spans: int) -> float:
+    start = time.process_time()
+    for _ in range(spans):
+        span, token = http.start_span("GET", SCOPE, None, HEADERS, "http")
+        http.end_span(span, token, "GET", "/api/demo/items/{item_id}", 200, None)
+    return (time.process_time() - start) * 1e6 / spans
+
+
+def client_spans(calls: _ClientCalls, spans: int) -> float:
+    requests = [httpx.Request("GET", "http://127.0.0.1:9/up") for _ in range(spans)]
+    response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
+    start = time.process_time()
+    for request in requests:
+        calls.start(request).end(response)
+    return (time.process_time() - start) * 1e6 / spans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--spans", type=int, default=20_000)
+    opts = parser.parse_args()
+    settings = load_settings({}, config_dir="/nonexistent").settings
+    provider = LeanTracerProvider(
+        sampler=build_sampler(settings.telemetry.traces),
+        span_limits=span_limits(settings.telemetry.limits),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(_Dropped())
+    http = HttpTelemetry(provider, NoOpMeterProvider(), excluded_paths=())
+    calls = _ClientCalls(provider, NoOpMeterProvider(), None)
+    parent = provider.get_tracer("bench").start_span("parent")
+    token = otel_context.attach(trace.set_span_in_context(parent))
+    server_spans(http, opts.spans)  # warm-up
+    client_spans(calls, opts.spans)
+    rounds: dict[str, list[float]] = {"server": [], "client": []}
+    for _ in range(opts.rounds):
+        rounds["server"].append(server_spans(http, opts.spans))
+        rounds["client"].append(client_spans(calls, opts.spans))
+    otel_context.detach(token)
+    for name, values in rounds.items():
+        spread = ", ".join(f"{v:.1f}" for v in values)
+        print(f"{name:6} {statistics.median(values):6.2f} CPU us a span (rounds {spread})")
+    ratio = statistics.median(rounds["client"]) / statistics.median(rounds["server"])
+    print(f"client/server {ratio:.2f}x (issue #10's limit: 1.00x)")
+
+
+if __name__ == "__main__":
+    main()
