@@ -16,11 +16,11 @@ exported spans byte for byte at the OTLP level):
 
 - the provider's sampler, id generator, resource, span limits and span processors (the
   SDK tracer's public `span_processor`, so processors added later are called too);
-- attributes: a plain dict while every key is a non-empty str, every value a bool, int,
-  float or str within the length limit, and the count within its limit; the first
-  attribute that is anything else turns the dict into the API's own `BoundedAttributes`
-  with the same limits, which from then on cleans, cuts and counts as the SDK's span
-  does (a full span drops its oldest attribute);
+- attributes kept as the SDK span's `BoundedAttributes` keeps them, in a plain dict: a
+  plain value (bool, int, float, a str within the length limit) under a non-empty str
+  key is stored as it is; anything else is cleaned as the API cleans it
+  (`aiva.telemetry.attributes.clean_value`, with the span's length limit), with the same
+  warnings, count limit (a full span drops its oldest attribute) and dropped count;
 - events and links in the SDK's `BoundedList`, their attributes in `BoundedAttributes`;
 - the SDK's rules and warnings for ended spans, status changes, exceptions (as events,
   and on `__exit__`) and a span's lock.
