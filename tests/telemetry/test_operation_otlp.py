@@ -2,7 +2,8 @@
 generators, a cached tracer) against the public SDK path for the same calls
 (`start_as_current_span` on a tracer looked up each time, the exception recorded as the
 operation records it), compared as OTLP bytes: attribute limits, exceptions, nesting and
-concurrent tasks. `aiva.tracer()` is the SDK's own Tracer: its spans are the SDK's."""
+concurrent tasks. On a plain SDK provider and on aiva's (whose tracers give aiva's lean
+spans, aiva.telemetry.spans): the public path is the SDK's own tracer either way."""
 
 from __future__ import annotations
 
@@ -23,18 +24,20 @@ import aiva
 from aiva import __version__
 from aiva.api import OPERATION_SCOPE
 from aiva.settings.masking import mask_text, masked_exception
+from aiva.telemetry.spans import LeanTracer, LeanTracerProvider
 from tests.telemetry.conftest import _reset_globals
 
 LIMITS = SpanLimits(max_span_attributes=3, max_span_attribute_length=8, max_events=4)
 ATTRIBUTES: dict[str, Any] = {"text": "x" * 20, "count": 2, "ratio": 0.5, "flag": True}
 
 
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """A global SDK tracer provider with tight span limits, into memory."""
+@pytest.fixture(params=[TracerProvider, LeanTracerProvider], ids=["sdk", "aiva"])
+def exporter(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
+    """A global tracer provider (the SDK's, or aiva's with lean spans) with tight span
+    limits, into memory."""
     _reset_globals()
     spans = InMemorySpanExporter()
-    provider = TracerProvider(span_limits=LIMITS, shutdown_on_exit=False)
+    provider = request.param(span_limits=LIMITS, shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
     yield spans
@@ -174,10 +177,13 @@ def test_concurrent_tasks_as_the_public_path(exporter: InMemorySpanExporter) -> 
     assert sorted(index for name, index in steps if name == "task") == list(range(20))
 
 
-def test_aiva_tracer_is_the_sdks_tracer(exporter: InMemorySpanExporter) -> None:
+def test_aiva_tracer_looked_up_once(exporter: InMemorySpanExporter) -> None:
     provider = trace.get_tracer_provider()
     assert aiva.tracer("svc") is aiva.tracer("svc")  # looked up once
-    assert aiva.tracer("svc") is provider.get_tracer("svc", __version__)
+    if isinstance(provider, LeanTracerProvider):
+        assert isinstance(aiva.tracer("svc"), LeanTracer)
+    else:
+        assert aiva.tracer("svc") is provider.get_tracer("svc", __version__)
     with aiva.tracer("svc").start_as_current_span("own", attributes=ATTRIBUTES):
         pass
     [span] = exporter.get_finished_spans()
