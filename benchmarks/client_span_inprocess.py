@@ -29,13 +29,10 @@ import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from spans_inprocess import aiva_provider  # this folder: the same provider
 
-from aiva.settings import load_settings
 from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.httpx_client import _ClientCalls
-from aiva.telemetry.spans import LeanTracerProvider
-from aiva.telemetry.traces import build_sampler, span_limits
 
 SCOPE = {
     "type": "http",
@@ -48,11 +45,6 @@ SCOPE = {
     "server": ("127.0.0.1", 8000),
 }
 HEADERS = {b"host": b"127.0.0.1:8000", b"user-agent": b"wrk"}
-
-
-class _Dropped(SpanProcessor):
-    def on_end(self, span: ReadableSpan) -> None:
-        """Dropped: the export is not what is measured."""
 
 
 def server_spans(http: HttpTelemetry, spans: int) -> float:
@@ -77,13 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--spans", type=int, default=20_000)
     opts = parser.parse_args()
-    settings = load_settings({}, config_dir="/nonexistent").settings
-    provider = LeanTracerProvider(
-        sampler=build_sampler(settings.telemetry.traces),
-        span_limits=span_limits(settings.telemetry.limits),
-        shutdown_on_exit=False,
-    )
-    provider.add_span_processor(_Dropped())
+    provider = aiva_provider()
     http = HttpTelemetry(provider, NoOpMeterProvider(), excluded_paths=())
     calls = _ClientCalls(provider, NoOpMeterProvider(), None)
     parent = provider.get_tracer("bench").start_span("parent")

@@ -30,6 +30,18 @@ class _Dropped(SpanProcessor):
         """Dropped: the export is not what is measured."""
 
 
+def aiva_provider() -> LeanTracerProvider:
+    """aiva's provider on its default settings (sampler, span limits), dropping its spans."""
+    settings = load_settings({}, config_dir="/nonexistent").settings
+    provider = LeanTracerProvider(
+        sampler=build_sampler(settings.telemetry.traces),
+        span_limits=span_limits(settings.telemetry.limits),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(_Dropped())
+    return provider
+
+
 def timed(tracer: trace.Tracer, spans: int) -> float:
     """CPU µs a span started, given two more attributes, and ended."""
     attributes = {"http.request.method": "GET", "url.path": "/api/demo/work", "url.scheme": "http"}
@@ -47,13 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--spans", type=int, default=20_000)
     opts = parser.parse_args()
-    settings = load_settings({}, config_dir="/nonexistent").settings
-    provider = LeanTracerProvider(
-        sampler=build_sampler(settings.telemetry.traces),
-        span_limits=span_limits(settings.telemetry.limits),
-        shutdown_on_exit=False,
-    )
-    provider.add_span_processor(_Dropped())
+    provider = aiva_provider()
     tracers = {"sdk": provider.get_tracer("bench"), "lean": tracer_of(provider, "bench")}
     parent = tracers["sdk"].start_span("parent")
     token = otel_context.attach(trace.set_span_in_context(parent))

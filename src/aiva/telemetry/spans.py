@@ -34,6 +34,7 @@ installs has one).
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 import logging
@@ -104,10 +105,11 @@ class ParentDecidingSampler(Sampler):
         parent = trace.get_current_span(parent_context).get_span_context()
         return self.decide(parent, trace_id, attributes)
 
+    @abc.abstractmethod
     def decide(
         self, parent: SpanContext, trace_id: int, attributes: types.Attributes
     ) -> SamplingResult:
-        raise NotImplementedError
+        """should_sample's answer for the parent's span context (invalid: no parent)."""
 
 
 class LeanTracerProvider(TracerProvider):
