@@ -32,8 +32,8 @@ _PRIMITIVES = (str, bool, int, float)
 def tracer(name: str = "aiva.app") -> trace.Tracer:
     """A tracer from the configured (global) tracer provider. With aiva's provider
     installed, its spans are aiva's lean spans, as aiva's server span is
-    (aiva.telemetry.spans: the SDK's spans, sampler, processors and export, at about a
-    third of the SDK span's cost).
+    (aiva.telemetry.spans: the SDK's spans, sampler, processors and export, at about two
+    fifths of the SDK span's cost).
 
     Looked up once per provider and name (see `_tracer_of`), so a handler may call
     `aiva.tracer()` on every request at no cost; before a provider is installed, the
