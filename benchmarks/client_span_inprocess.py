@@ -27,12 +27,13 @@ import time
 
 import httpx
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.metrics import NoOpMeterProvider
 from spans_inprocess import aiva_provider  # this folder: the same provider
 
 from aiva.telemetry.http import HttpTelemetry
 from aiva.telemetry.httpx_client import _ClientCalls
+from aiva.telemetry.propagation import build_propagator
 
 SCOPE = {
     "type": "http",
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=20_000)
     opts = parser.parse_args()
     provider = aiva_provider()
+    # aiva's default formats, set as aiva sets them (telemetry.setup.install_globals).
+    propagate.set_global_textmap(build_propagator(("tracecontext", "baggage")))
     http = HttpTelemetry(provider, NoOpMeterProvider(), excluded_paths=())
     calls = _ClientCalls(provider, NoOpMeterProvider(), None)
     parent = provider.get_tracer("bench").start_span("parent")

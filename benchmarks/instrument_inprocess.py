@@ -1,31 +1,34 @@
 """In-process check of issue #10's two cost criteria, without the network in the way.
 
 `benchmarks/overhead` measures them under wrk, where an uninstrumented FastAPI request
-or httpx call varies more between rounds (103 to 148 CPU µs, 857 to 878 µs) than the
-differences being compared. Here the ASGI app is called directly on one core, and
-the client span is timed around a transport that answers at once:
+or httpx call varies more between rounds than the differences being compared (one
+morning's httpx pair: 900 to 2,700 CPU µs a request between rounds, for a client span
+of about 20). Here the ASGI app is called directly on one core:
 
 1. CPU µs aiva adds per request on FastAPI (`instrument`) against on Starlette
    (`create_app`'s way: `instrument` on a Starlette app), same route, same settings
    (traces, Prometheus reader, the JSON access line to /dev/null);
-2. CPU µs one httpx client span adds (aiva's wrapper: span, `traceparent`, duration
-   point) against one aiva server span (HttpTelemetry.start_span + end_span), same
-   SDK provider and batch processor.
+2. CPU µs one httpx client span adds to a request against what aiva's server span
+   adds (`span_costs`: traces on against telemetry off, aiva_traces' settings).
 
 Rounds are interleaved; each figure is the median over rounds. Run:
-`taskset -c 0 python benchmarks/instrument_inprocess.py [--rounds 7]`.
+`taskset -c 0 python benchmarks/instrument_inprocess.py [--rounds 7] [--spans-only]`
+(`benchmarks/overhead` runs the span check so, after its wrk rounds, when the httpx pair
+ran).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,16 @@ SETTINGS_ENV = {
     "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
     "AIVA_TELEMETRY__INSTRUMENTATIONS": "[]",
     "AIVA_TELEMETRY__LOGS__LEVEL": "INFO",
+}
+# The span check's settings: benchmarks/overhead's aiva_traces (traces at 1.0, no metrics,
+# no access line), the OTLP endpoint left at its default (nothing listens: the batch
+# processor's thread fails to export, which `thread_time` leaves out).
+SPAN_SETTINGS_ENV = {
+    "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
+    "AIVA_TELEMETRY__INSTRUMENTATIONS": "[]",
+    "AIVA_TELEMETRY__LOGS__LEVEL": "WARNING",
+    "AIVA_TELEMETRY__METRICS__ENABLED": "false",
+    "AIVA_TELEMETRY__TRACES__SAMPLER_RATIO": "1.0",
 }
 
 
@@ -62,12 +75,9 @@ def fastapi_app() -> Any:
     return app
 
 
-async def per_request_us(
-    app: Any, requests: int, headers: list[tuple[bytes, bytes]] | None = None
-) -> float:
-    """CPU µs per request, the app's lifespan running, called as a server would.
-
-    `headers`: the request head's (default: a bare Host)."""
+@contextlib.asynccontextmanager
+async def running(app: Any) -> AsyncIterator[dict[str, Any]]:
+    """The app's lifespan started (as a server starts it); yields its state."""
     state: dict[str, Any] = {}
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sent: list[dict[str, Any]] = []
@@ -80,6 +90,23 @@ async def per_request_us(
     lifespan = asyncio.create_task(app(lifespan_scope, inbox.get, lifespan_send))
     while not sent:
         await asyncio.sleep(0.01)
+    try:
+        yield state
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await lifespan
+
+
+async def timed_requests(
+    app: Any,
+    state: dict[str, Any],
+    requests: int,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    clock: Callable[[], float] = time.process_time,
+) -> float:
+    """CPU µs per request of a started app, called as a server would.
+
+    `headers`: the request head's (default: a bare Host)."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": ROUTE, "raw_path": ROUTE.encode(), "query_string": b"",
@@ -100,72 +127,87 @@ async def per_request_us(
     # larger for FastAPI (pydantic), and every figure of the FastAPI pair grows ~25 %.
     gc.collect()
     gc.freeze()
-    started = time.process_time()
+    started = clock()
     for _ in range(requests):
         await app({**scope, "state": dict(state)}, receive, send)
-    spent = time.process_time() - started
+    spent = clock() - started
     gc.unfreeze()
-    await inbox.put({"type": "lifespan.shutdown"})
-    await lifespan
     return spent / requests * 1e6
 
 
-def span_costs(calls: int) -> tuple[float, float]:
-    """(client span µs, server span µs) on one SDK provider with a batch processor."""
+async def per_request_us(
+    app: Any, requests: int, headers: list[tuple[bytes, bytes]] | None = None
+) -> float:
+    """CPU µs per request, the app's lifespan running, called as a server would."""
+    async with running(app) as state:
+        return await timed_requests(app, state, requests, headers)
+
+
+# The span check's request head: what wrk sends to `benchmarks/overhead`'s servers.
+SPAN_HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")]
+
+
+@dataclass(frozen=True)
+class SpanCosts:
+    """CPU µs each adds to a request, on the calling thread (`thread_time`: the batch
+    processor's thread is left out of every figure alike)."""
+
+    client: float  # one httpx client span
+    server: float  # aiva's traced server span: instrument, traces on, over bare Starlette
+    span_alone: float  # the same, over instrument with telemetry off (the middleware's rest)
+
+
+async def span_costs(on: Any, off: Any, requests: int) -> SpanCosts:
+    """What `benchmarks/overhead`'s check compares (httpx_call_on - httpx_call_off against
+    aiva_traces - bare), without the network.
+
+    The server span: a request to Starlette under `instrument` with aiva_traces'
+    settings (`on`), less the same request to bare Starlette; and, for reference, less
+    it under `instrument` with telemetry off (`off`). The client span: aiva's httpx
+    instrumentation's work for one call (the wrapper's check; `start`: attributes, span,
+    `traceparent`; `end`: status, version, the duration point) on the traced app's own
+    providers, inside a sampled server span; the requests are built off the clock.
+    """
     import httpx
     from opentelemetry import context, trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
-    from aiva.telemetry.histogram import ProducedHistogram
-    from aiva.telemetry.http import HttpTelemetry
+    import aiva
     from aiva.telemetry.httpx_client import _ClientCalls
-    from aiva.telemetry.metrics import client_duration_histogram
 
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
+    async def per_request(app: Any) -> float:
+        async with running(app) as state:
+            return await timed_requests(app, state, requests, SPAN_HEADERS, time.thread_time)
 
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Discard()))
-    from opentelemetry.metrics import NoOpMeterProvider
-
-    produced: ProducedHistogram = client_duration_histogram()
-    client = _ClientCalls(provider, NoOpMeterProvider(), produced)
-    server = HttpTelemetry(provider, NoOpMeterProvider(), ())
-    response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
-    parent = provider.get_tracer("bench").start_span("parent")
-    token = context.attach(trace.set_span_in_context(parent))
-    scope = {"path": ROUTE, "scheme": "http", "query_string": b"", "client": ("127.0.0.1", 1)}
-
-    def one_client() -> None:
-        call = client.start(httpx.Request("GET", "http://127.0.0.1:8080" + ROUTE))
-        call.end(response)
-
-    def one_request_object() -> None:
-        httpx.Request("GET", "http://127.0.0.1:8080" + ROUTE)
-
-    def one_server() -> None:
-        span, span_token = server.start_span("GET", scope, None)
-        server.end_span(span, span_token, "GET", "/items/{item_id}", 200, None)
-
-    def timed(work: Callable[[], None]) -> float:
-        started = time.process_time()
-        for _ in range(calls):
-            work()
-        return (time.process_time() - started) / calls * 1e6
-
-    client_us = timed(one_client) - timed(one_request_object)  # the request is the user's
-    server_us = timed(one_server)
-    context.detach(token)
-    provider.shutdown()
-    return client_us, server_us
+    bare = await per_request(starlette_app())
+    without = await per_request(aiva.instrument(starlette_app(), off))
+    app = aiva.instrument(starlette_app(), on)
+    async with running(app) as state:
+        traced = await timed_requests(app, state, requests, SPAN_HEADERS, time.thread_time)
+        telemetry = state["aiva"].telemetry
+        calls = _ClientCalls(telemetry.tracer_provider, telemetry.meter_provider, None)
+        url = "http://127.0.0.1:8080" + ROUTE
+        batch = [httpx.Request("GET", url) for _ in range(requests)]
+        response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
+        parent = telemetry.tracer_provider.get_tracer("bench").start_span("GET /items")
+        token = context.attach(trace.set_span_in_context(parent))
+        started = time.thread_time()
+        for request in batch:
+            if is_http_instrumentation_enabled():
+                calls.start(request).end(response)
+        client = (time.thread_time() - started) / requests * 1e6
+        context.detach(token)
+        parent.end()
+    return SpanCosts(client, traced - bare, traced - without)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument(
+        "--spans-only", action="store_true", help="only the client span check (overhead runs it)"
+    )
     opts = parser.parse_args()
     os.environ.update(SETTINGS_ENV)
     sys.stderr = Path(os.devnull).open("w")  # the access line's console output  # noqa: SIM115
@@ -179,12 +221,22 @@ def main() -> None:
         "fastapi": fastapi_app,
         "fastapi+aiva": lambda: aiva.instrument(fastapi_app(), settings),
     }
+    on = load_settings(dict(SPAN_SETTINGS_ENV), config_dir="/nonexistent").settings
+    off = load_settings(
+        {**SPAN_SETTINGS_ENV, "AIVA_TELEMETRY__ENABLED": "false"}, config_dir="/nonexistent"
+    ).settings
     figures: dict[str, list[float]] = {name: [] for name in makers}
-    spans: list[tuple[float, float]] = []
+    spans: list[SpanCosts] = []
     for _ in range(opts.rounds):
         for name, make in makers.items():
-            figures[name].append(asyncio.run(per_request_us(make(), opts.requests)))
-        spans.append(span_costs(opts.requests * 2))
+            if not opts.spans_only:
+                figures[name].append(asyncio.run(per_request_us(make(), opts.requests)))
+        spans.append(asyncio.run(span_costs(on, off, opts.requests)))
+    out = sys.__stdout__
+    assert out is not None
+    if opts.spans_only:
+        print(span_check(spans), file=out)
+        return
 
     def added(ours: str, base: str) -> list[float]:
         return [a - b for a, b in zip(figures[ours], figures[base], strict=True)]
@@ -192,8 +244,6 @@ def main() -> None:
     added_starlette = added("starlette+aiva", "starlette")
     added_fastapi = added("fastapi+aiva", "fastapi")
     ratios = [f / s for f, s in zip(added_fastapi, added_starlette, strict=True)]
-    out = sys.__stdout__
-    assert out is not None
     for name, values in figures.items():
         print(f"{name:16s} {statistics.median(values):7.1f} CPU us/request", file=out)
     print(
@@ -203,16 +253,21 @@ def main() -> None:
         f"{', '.join(f'{r:.2f}' for r in ratios)}; limit 1.10x)",
         file=out,
     )
-    client = [c for c, _ in spans]
-    server = [s for _, s in spans]
-    span_ratios = [c / s for c, s in spans]
-    print(
-        f"client span {statistics.median(client):.1f} us against aiva's server span "
-        f"{statistics.median(server):.1f}: {statistics.median(span_ratios):.2f}x (per round "
-        f"{', '.join(f'{r:.2f}' for r in span_ratios)}; limit 1.00x); against all aiva "
-        f"adds to a Starlette request ({statistics.median(added_starlette):.1f} us): "
-        f"{statistics.median(client) / statistics.median(added_starlette):.2f}x",
-        file=out,
+    print(span_check(spans), file=out)
+
+
+def span_check(spans: list[SpanCosts]) -> str:
+    """The client span against aiva's server span, with the span alone for reference."""
+    client = statistics.median(c.client for c in spans)
+    server = statistics.median(c.server for c in spans)
+    alone = statistics.median(c.span_alone for c in spans)
+    ratios = [c.client / c.server for c in spans if c.server > 0]
+    ratio = statistics.median(ratios) if ratios else float("nan")
+    verdict = "PASS" if ratio <= 1.0 else "FAIL"
+    return (
+        f"client span +{client:.1f} us against aiva's server span +{server:.1f} (traces over "
+        f"bare): {ratio:.2f}x (per round {', '.join(f'{r:.2f}' for r in ratios)}): {verdict} "
+        f"(limit 1.00x); the server span over aiva with telemetry off: +{alone:.1f}"
     )
 
 

@@ -11,16 +11,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from opentelemetry import baggage, propagate
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiva.telemetry.httpx_client import SCOPE, HttpxInstrumentation
 from aiva.telemetry.metrics import client_duration_histogram
+from aiva.telemetry.propagation import build_propagator
 from infra.ports import LOOPBACK, free_port
 
 
@@ -31,6 +36,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):
             time.sleep(2)
         body = b"x" * 1000 if self.path.startswith("/big") else b"ok"
+        if self.path.startswith("/echo"):  # the propagation headers the call carried
+            body = "|".join(
+                f"{name}={self.headers.get(name, '')}"
+                for name in ("traceparent", "tracestate", "baggage", "x-b3-traceid")
+            ).encode()
         self.send_response(500 if self.path.startswith("/boom") else 200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -155,3 +165,58 @@ def test_the_contrib_wrapper_on_top_is_left_in_place() -> None:
         contrib.uninstrument()
         ours.uninstrument()  # outermost again now
     assert httpx.AsyncHTTPTransport.__dict__["handle_async_request"] is original
+
+
+class _Marker(TextMapPropagator):
+    """A user's own format: its header says which propagator wrote it."""
+
+    def extract(self, carrier: object, context: object = None, getter: object = None) -> object:
+        raise NotImplementedError  # never called: only injection is under test
+
+    def inject(self, carrier: object, context: object = None, setter: object = None) -> None:
+        carrier["x-b3-traceid"] = "from-a-user-propagator"  # type: ignore[index]
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-b3-traceid"}
+
+
+@pytest.mark.parametrize(
+    ("global_textmap", "expected"),
+    [
+        (build_propagator(("tracecontext", "baggage")), "traceparent baggage"),
+        (TraceContextTextMapPropagator(), "traceparent"),  # a user's, set after aiva's
+        (_Marker(), "marker"),
+    ],
+    ids=["aiva-w3c", "user-tracecontext", "user-own"],
+)
+def test_the_call_carries_the_global_formats_headers(
+    server: str, spans: InMemorySpanExporter, global_textmap: TextMapPropagator, expected: str
+) -> None:
+    """aiva's own W3C formats are written directly; any other global propagator that a
+    user sets (after aiva set its own) is asked as the API asks it."""
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(global_textmap)
+    token = otel_context.attach(baggage.set_baggage("tenant", "t-7"))
+    try:
+        with httpx.Client(timeout=5) as client:
+            echoed = dict(
+                item.split("=", 1) for item in client.get(server + "/echo").text.split("|")
+            )
+    finally:
+        otel_context.detach(token)
+        propagate.set_global_textmap(before)
+    [span] = clients(spans)
+    context = span.context
+    assert context is not None
+    ids = f"{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}"
+    traceparent = f"00-{ids}-{context.trace_flags:02x}"
+    if expected == "marker":
+        assert echoed == {
+            "traceparent": "", "tracestate": "", "baggage": "",
+            "x-b3-traceid": "from-a-user-propagator",
+        }  # fmt: skip
+    else:
+        assert echoed["traceparent"] == traceparent
+        assert echoed["baggage"] == ("tenant=t-7" if "baggage" in expected else "")
+        assert echoed["x-b3-traceid"] == ""

@@ -18,6 +18,7 @@ from types import FunctionType
 from typing import Any
 
 import httpx
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.metrics import Histogram, MeterProvider
@@ -28,6 +29,7 @@ from aiva.settings.masking import mask_text
 from aiva.telemetry.histogram import ProducedHistogram
 from aiva.telemetry.http import KNOWN_METHODS, error_type
 from aiva.telemetry.metrics import CLIENT_DURATION, DURATION_BUCKETS_S
+from aiva.telemetry.propagation import FormatsPropagator
 from aiva.telemetry.spans import tracer_of
 
 SCOPE = "aiva.httpx"
@@ -141,25 +143,30 @@ class _ClientCalls:
     def start(self, request: httpx.Request) -> _Call:
         url = request.url
         method = request.method if request.method in KNOWN_METHODS else "_OTHER"
+        host = url.host
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.full": _full_url(url),
-            "server.address": url.host,
+            "server.address": host,
         }
         if port is not None:
             attributes["server.port"] = port
         if method == "_OTHER":
             attributes["http.request.method_original"] = request.method
+        parent = otel_context.get_current()  # read once: the span's parent, the baggage
         span = self.tracer.start_span(
-            "HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT, attributes=attributes
+            "HTTP" if method == "_OTHER" else method,
+            parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
         )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
-        headers = request.headers
-        for name, value in carrier.items():  # item by item: Headers.update costs 3x more
-            headers[name] = value
-        return _Call(self, span, method, url.host, port)
+        textmap = propagate.get_global_textmap()  # a user's own, set later, is honoured
+        if isinstance(textmap, FormatsPropagator):
+            textmap.inject_span(span, request.headers, parent)
+        else:
+            textmap.inject(request.headers, context=trace.set_span_in_context(span, parent))
+        return _Call(self, span, method, host, port)
 
 
 class _Call:
@@ -250,8 +257,14 @@ def _full_url(url: httpx.URL) -> str:
     return str(url)
 
 
+_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2", b"HTTP/3": "3"}
+
+
 def _protocol_version(response: httpx.Response) -> str | None:
     version = response.extensions.get("http_version")  # b"HTTP/1.1", b"HTTP/2"
+    known = _VERSIONS.get(version) if isinstance(version, bytes) else None
+    if known is not None:
+        return known
     if isinstance(version, bytes) and version.startswith(b"HTTP/"):
-        return version[5:].decode("ascii")
+        return version[5:].decode("ascii", errors="replace")
     return None
