@@ -3,11 +3,11 @@ client span costs no more than aiva's server span).
 
     taskset -c 0 python benchmarks/client_span_inprocess.py [--rounds 9] [--spans 20000]
 
-Under wrk (`benchmarks/overhead`, the httpx pair) the client span's cost is the difference
-of two runs of about 700 CPU µs a request each, whose rounds differ by ±60 µs: its
-same-round ratios to the server span ranged from -0.4 to 1.5 in one 7-round run. Here
-each span's own work is timed alone, on aiva's provider (aiva's sampler, lean spans, a
-processor that drops what it is given), inside a sampled parent span:
+The span objects' own work, timed alone: a diagnostic beside the check itself, which
+`benchmarks/overhead` judges with `instrument_inprocess.py --spans-only` (what each
+span adds to a request, the server's header reading, context and export included).
+Here, on aiva's provider (aiva's sampler, lean spans, a processor that drops what it is
+given, aiva's W3C propagator as the global one), inside a sampled parent span:
 
 - `server`: `HttpTelemetry.start_span` (attributes from the scope and headers, the span
   made current) and `end_span` (route, status, name) for `GET /api/demo/items/42`;

@@ -11,10 +11,7 @@ issue's criteria are about; they are printed, never turned into an exit code.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from configs import (
     PROTECTIONS,
@@ -24,10 +21,7 @@ from configs import (
     WORK_OFF,
     WORK_PLAIN,
 )
-from harness import SERVER_CORE
 from report import BARE, COLUMNS, FULL, RunResult, Summary, row
-
-HERE = Path(__file__).resolve().parent
 
 # (title, configurations in the order printed)
 SECTIONS = (
@@ -244,21 +238,6 @@ def _spread(results: Sequence[RunResult], config: str) -> float:
     """Largest minus smallest CPU µs a request of `config` over its rounds."""
     values = [r.cpu_us_per_req for r in results if r.ok and r.config == config]
     return max(values) - min(values) if values else 0.0
-
-
-def span_check_inprocess(rounds: int) -> str:
-    """The client span check measured in-process after the wrk rounds (its line from
-    instrument_inprocess.py --spans-only, pinned to the server's core)."""
-    command = [
-        "taskset", "-c", SERVER_CORE, sys.executable, str(HERE / "instrument_inprocess.py"),
-        "--spans-only", "--rounds", str(max(rounds, 5)),
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-    except subprocess.SubprocessError as exc:
-        return f"n/a (instrument_inprocess.py failed: {exc})"
-    lines = done.stdout.strip().splitlines()
-    return lines[-1] if lines else "n/a (instrument_inprocess.py printed nothing)"
 
 
 def _verdict(ratio: float | None, limit: float) -> str:

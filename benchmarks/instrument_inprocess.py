@@ -24,10 +24,12 @@ import asyncio
 import contextlib
 import gc
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,7 @@ SETTINGS_ENV = {
     "AIVA_TELEMETRY__LOGS__LEVEL": "INFO",
 }
 # The span check's settings: benchmarks/overhead's aiva_traces (traces at 1.0, no metrics,
-# no access line), the OTLP endpoint left at its default (nothing listens: the batch
-# processor's thread fails to export, which `thread_time` leaves out).
+# no access line); the OTLP endpoint is `collector()`'s, added in main.
 SPAN_SETTINGS_ENV = {
     "AIVA_HEALTH__CHECKS__CPU__ENABLED": "false",
     "AIVA_TELEMETRY__INSTRUMENTATIONS": "[]",
@@ -102,11 +103,13 @@ async def timed_requests(
     state: dict[str, Any],
     requests: int,
     headers: list[tuple[bytes, bytes]] | None = None,
-    clock: Callable[[], float] = time.process_time,
+    settle: Callable[[], object] | None = None,
 ) -> float:
     """CPU µs per request of a started app, called as a server would.
 
-    `headers`: the request head's (default: a bare Host)."""
+    `headers`: the request head's (default: a bare Host). `settle`: called before the
+    clock starts and before it stops (a flush: what the requests queued is exported
+    inside the measurement, and what the warm-up queued outside it)."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": ROUTE, "raw_path": ROUTE.encode(), "query_string": b"",
@@ -125,12 +128,16 @@ async def timed_requests(
     # As `aiva serve` does once started (aiva.heap): without it, the full collections
     # that aiva's per-request objects trigger walk the whole start-up heap, which is
     # larger for FastAPI (pydantic), and every figure of the FastAPI pair grows ~25 %.
+    if settle is not None:
+        settle()
     gc.collect()
     gc.freeze()
-    started = clock()
+    started = time.process_time()
     for _ in range(requests):
         await app({**scope, "state": dict(state)}, receive, send)
-    spent = clock() - started
+    if settle is not None:
+        settle()
+    spent = time.process_time() - started
     gc.unfreeze()
     return spent / requests * 1e6
 
@@ -149,8 +156,8 @@ SPAN_HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")]
 
 @dataclass(frozen=True)
 class SpanCosts:
-    """CPU µs each adds to a request, on the calling thread (`thread_time`: the batch
-    processor's thread is left out of every figure alike)."""
+    """CPU µs of the whole process each adds to a request, its export to the collector
+    included (flushed inside the measurement)."""
 
     client: float  # one httpx client span
     server: float  # aiva's traced server span: instrument, traces on, over bare Starlette
@@ -159,46 +166,80 @@ class SpanCosts:
 
 async def span_costs(on: Any, off: Any, requests: int) -> SpanCosts:
     """What `benchmarks/overhead`'s check compares (httpx_call_on - httpx_call_off against
-    aiva_traces - bare), without the network.
+    aiva_traces - bare), without the network between client and server.
 
     The server span: a request to Starlette under `instrument` with aiva_traces'
-    settings (`on`), less the same request to bare Starlette; and, for reference, less
-    it under `instrument` with telemetry off (`off`). The client span: aiva's httpx
-    instrumentation's work for one call (the wrapper's check; `start`: attributes, span,
-    `traceparent`; `end`: status, version, the duration point) on the traced app's own
-    providers, inside a sampled server span; the requests are built off the clock.
+    settings (`on`: spans exported to a real collector), less the same request to bare
+    Starlette; and, for reference, less it under `instrument` with telemetry off
+    (`off`). The client span: aiva's httpx instrumentation's work for one call (the
+    wrapper's check; `start`: attributes, span, `traceparent`; `end`: status, version,
+    the duration point) and its span's export, on the traced app's own providers,
+    inside a sampled server span; the requests are built off the clock (they are the
+    caller's).
     """
+    import aiva
+
+    bare = await per_request_us(starlette_app(), requests, SPAN_HEADERS)
+    without = await per_request_us(aiva.instrument(starlette_app(), off), requests, SPAN_HEADERS)
+    app = aiva.instrument(starlette_app(), on)
+    async with running(app) as state:
+        telemetry = state["aiva"].telemetry
+        flush = telemetry.tracer_provider.force_flush
+        traced = await timed_requests(app, state, requests, SPAN_HEADERS, settle=flush)
+        client = client_span_us(telemetry, requests)
+    return SpanCosts(client, traced - bare, traced - without)
+
+
+def client_span_us(telemetry: Any, calls: int) -> float:
+    """CPU µs of the process per httpx client span, timed as `timed_requests` times a
+    request (warm-up, start-up heap frozen, export flushed inside the clock)."""
     import httpx
     from opentelemetry import context, trace
     from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
-    import aiva
     from aiva.telemetry.httpx_client import _ClientCalls
 
-    async def per_request(app: Any) -> float:
-        async with running(app) as state:
-            return await timed_requests(app, state, requests, SPAN_HEADERS, time.thread_time)
+    client = _ClientCalls(telemetry.tracer_provider, telemetry.meter_provider, None)
+    url = "http://127.0.0.1:8080" + ROUTE
+    response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
+    parent = telemetry.tracer_provider.get_tracer("bench").start_span("GET /items")
+    token = context.attach(trace.set_span_in_context(parent))
 
-    bare = await per_request(starlette_app())
-    without = await per_request(aiva.instrument(starlette_app(), off))
-    app = aiva.instrument(starlette_app(), on)
-    async with running(app) as state:
-        traced = await timed_requests(app, state, requests, SPAN_HEADERS, time.thread_time)
-        telemetry = state["aiva"].telemetry
-        calls = _ClientCalls(telemetry.tracer_provider, telemetry.meter_provider, None)
-        url = "http://127.0.0.1:8080" + ROUTE
-        batch = [httpx.Request("GET", url) for _ in range(requests)]
-        response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
-        parent = telemetry.tracer_provider.get_tracer("bench").start_span("GET /items")
-        token = context.attach(trace.set_span_in_context(parent))
-        started = time.thread_time()
-        for request in batch:
+    def call_each(requests: list[httpx.Request]) -> None:
+        for request in requests:
             if is_http_instrumentation_enabled():
-                calls.start(request).end(response)
-        client = (time.thread_time() - started) / requests * 1e6
-        context.detach(token)
-        parent.end()
-    return SpanCosts(client, traced - bare, traced - without)
+                client.start(request).end(response)
+
+    call_each([httpx.Request("GET", url) for _ in range(300)])
+    batch = [httpx.Request("GET", url) for _ in range(calls)]
+    telemetry.tracer_provider.force_flush()
+    gc.collect()
+    gc.freeze()
+    started = time.process_time()
+    call_each(batch)
+    telemetry.tracer_provider.force_flush()
+    spent = time.process_time() - started
+    gc.unfreeze()
+    context.detach(token)
+    parent.end()
+    return spent / calls * 1e6
+
+
+@contextlib.contextmanager
+def collector() -> Iterator[str]:
+    """A real rotel (the benchmarks' collector, discarding what it receives) for the span
+    check's exports; its gRPC endpoint. Stopped by PID on the way out."""
+    from harness import Registry, Rotel
+
+    registry = Registry()
+    workdir = Path(tempfile.mkdtemp(prefix="aiva-spans-"))
+    try:
+        rotel = Rotel(workdir, registry)
+        rotel.start()
+        yield rotel.grpc_endpoint
+    finally:
+        registry.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -210,7 +251,8 @@ def main() -> None:
     )
     opts = parser.parse_args()
     os.environ.update(SETTINGS_ENV)
-    sys.stderr = Path(os.devnull).open("w")  # the access line's console output  # noqa: SIM115
+    if not opts.spans_only:  # the access line's console output (no access line there)
+        sys.stderr = Path(os.devnull).open("w")  # noqa: SIM115
     import aiva
     from aiva.settings import load_settings
 
@@ -221,17 +263,19 @@ def main() -> None:
         "fastapi": fastapi_app,
         "fastapi+aiva": lambda: aiva.instrument(fastapi_app(), settings),
     }
-    on = load_settings(dict(SPAN_SETTINGS_ENV), config_dir="/nonexistent").settings
-    off = load_settings(
-        {**SPAN_SETTINGS_ENV, "AIVA_TELEMETRY__ENABLED": "false"}, config_dir="/nonexistent"
-    ).settings
     figures: dict[str, list[float]] = {name: [] for name in makers}
     spans: list[SpanCosts] = []
-    for _ in range(opts.rounds):
-        for name, make in makers.items():
-            if not opts.spans_only:
-                figures[name].append(asyncio.run(per_request_us(make(), opts.requests)))
-        spans.append(asyncio.run(span_costs(on, off, opts.requests)))
+    with collector() as endpoint:
+        span_env = {**SPAN_SETTINGS_ENV, "AIVA_TELEMETRY__OTLP__ENDPOINT": endpoint}
+        on = load_settings(span_env, config_dir="/nonexistent").settings
+        off = load_settings(
+            {**span_env, "AIVA_TELEMETRY__ENABLED": "false"}, config_dir="/nonexistent"
+        ).settings
+        for _ in range(opts.rounds):
+            for name, make in makers.items():
+                if not opts.spans_only:
+                    figures[name].append(asyncio.run(per_request_us(make(), opts.requests)))
+            spans.append(asyncio.run(span_costs(on, off, opts.requests)))
     out = sys.__stdout__
     assert out is not None
     if opts.spans_only:
@@ -265,9 +309,9 @@ def span_check(spans: list[SpanCosts]) -> str:
     ratio = statistics.median(ratios) if ratios else float("nan")
     verdict = "PASS" if ratio <= 1.0 else "FAIL"
     return (
-        f"client span +{client:.1f} us against aiva's server span +{server:.1f} (traces over "
+        f"client span {client:+.1f} us against aiva's server span {server:+.1f} (traces over "
         f"bare): {ratio:.2f}x (per round {', '.join(f'{r:.2f}' for r in ratios)}): {verdict} "
-        f"(limit 1.00x); the server span over aiva with telemetry off: +{alone:.1f}"
+        f"(limit 1.00x); the server span over aiva with telemetry off: {alone:+.1f}"
     )
 
 

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import protections_inprocess
-from comparisons import CLIENT_SPAN, SECTION_CONFIGS, checks, span_check_inprocess, tables
+from comparisons import CLIENT_SPAN, SECTION_CONFIGS, checks, tables
 from configs import (
     BREAKDOWN,
     BY_NAME,
@@ -435,6 +436,30 @@ def execute(opts: argparse.Namespace, workdir: Path) -> int:
     if opts.protections:  # the wrk rounds cannot resolve 3 µs: each part alone as well
         protections_inprocess.report()
     return 0
+
+
+def span_check_inprocess(rounds: int) -> str | None:
+    """The client span check measured in-process after the wrk rounds: the last line of
+    `instrument_inprocess.py --spans-only`, pinned to the server's core (None when it
+    failed, logged with the end of its output: the wrk pair's verdict stands then)."""
+    command = [
+        "taskset", "-c", SERVER_CORE, sys.executable, str(BENCH_DIR / "instrument_inprocess.py"),
+        "--spans-only", "--rounds", str(max(rounds, 5)),
+    ]  # fmt: skip
+    log.info("the client span check in-process: %s", " ".join(command[3:]))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("instrument_inprocess.py --spans-only did not finish in 900 s")
+        return None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        log.warning(
+            "instrument_inprocess.py --spans-only failed (exit %d): %s",
+            done.returncode, done.stderr.strip()[-2000:],
+        )  # fmt: skip
+        return None
+    return lines[-1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

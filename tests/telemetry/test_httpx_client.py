@@ -182,22 +182,29 @@ class _Marker(TextMapPropagator):
 
 
 @pytest.mark.parametrize(
-    ("global_textmap", "expected"),
+    ("global_textmap", "bagged", "expected"),
     [
-        (build_propagator(("tracecontext", "baggage")), "traceparent baggage"),
-        (TraceContextTextMapPropagator(), "traceparent"),  # a user's, set after aiva's
-        (_Marker(), "marker"),
+        ("aiva", False, "traceparent"),  # the direct path
+        ("aiva", True, "traceparent baggage"),  # baggage to write: the propagators
+        ("user-tracecontext", True, "traceparent"),  # a user's, set after aiva's
+        ("user-own", True, "marker"),
     ],
-    ids=["aiva-w3c", "user-tracecontext", "user-own"],
+    ids=["aiva-w3c", "aiva-w3c-baggage", "user-tracecontext", "user-own"],
 )
 def test_the_call_carries_the_global_formats_headers(
-    server: str, spans: InMemorySpanExporter, global_textmap: TextMapPropagator, expected: str
+    server: str, spans: InMemorySpanExporter, global_textmap: str, bagged: bool, expected: str
 ) -> None:
     """aiva's own W3C formats are written directly; any other global propagator that a
     user sets (after aiva set its own) is asked as the API asks it."""
+    textmaps: dict[str, TextMapPropagator] = {
+        "aiva": build_propagator(("tracecontext", "baggage")),
+        "user-tracecontext": TraceContextTextMapPropagator(),
+        "user-own": _Marker(),
+    }
     before = propagate.get_global_textmap()
-    propagate.set_global_textmap(global_textmap)
-    token = otel_context.attach(baggage.set_baggage("tenant", "t-7"))
+    propagate.set_global_textmap(textmaps[global_textmap])
+    entries = baggage.set_baggage("tenant", "t-7") if bagged else otel_context.Context()
+    token = otel_context.attach(entries)
     try:
         with httpx.Client(timeout=5) as client:
             echoed = dict(

@@ -7,6 +7,8 @@ every combination of formats; the httpx tests check the header end to end.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from hypothesis import given
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiva.telemetry.propagation import FormatsPropagator, build_propagator
 
@@ -34,7 +37,7 @@ span_contexts = st.builds(
     trace_id=st.integers(0, 2**128 - 1),
     span_id=st.integers(0, 2**64 - 1),
     is_remote=st.booleans(),
-    trace_flags=st.sampled_from([TraceFlags(0), TraceFlags(1), TraceFlags(3)]),
+    trace_flags=st.integers(0, 255).map(TraceFlags),
     trace_state=trace_states,
 )
 baggages = st.dictionaries(
@@ -106,3 +109,56 @@ def test_an_invalid_span_writes_nothing() -> None:
     carrier: dict[str, str] = {}
     build_propagator(("tracecontext",)).inject_span(trace.INVALID_SPAN, carrier)
     assert carrier == {}
+
+
+class _Refusing(Exception):
+    """Raised by a propagator's inject that the direct path must not call."""
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise _Refusing
+
+
+@pytest.mark.parametrize("names", [("tracecontext",), ("tracecontext", "baggage")], ids="+".join)
+def test_w3c_formats_without_baggage_take_the_direct_path(
+    names: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saving is real only if the generic inject is not called: refused here."""
+    propagator = build_propagator(names)
+    monkeypatch.setattr(propagator, "inject", _refuse)
+    carrier: dict[str, str] = {}
+    context = SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(1))
+    propagator.inject_span(NonRecordingSpan(context), carrier, otel_context.Context())
+    assert carrier == {"traceparent": f"00-{1:032x}-{2:016x}-01"}
+
+
+@pytest.mark.parametrize(
+    ("names", "entries"),
+    [
+        (("tracecontext", "baggage"), {"tenant": "t-7"}),  # baggage to write
+        (("baggage",), {}),  # no trace context format
+        ((), {}),
+    ],
+    ids=["baggage-present", "baggage-only", "none"],
+)
+def test_every_other_case_asks_the_propagators(
+    names: tuple[str, ...], entries: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    propagator = build_propagator(names)
+    monkeypatch.setattr(propagator, "inject", _refuse)
+    context = SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(1))
+    with pytest.raises(_Refusing):
+        propagator.inject_span(NonRecordingSpan(context), {}, with_baggage(entries))
+
+
+def test_a_propagator_not_of_the_w3c_classes_keeps_its_own_inject() -> None:
+    """Decided from the propagators, not their names: a subclass is asked as it is."""
+
+    class Tagged(TraceContextTextMapPropagator):
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            carrier["traceparent"] = "tagged"
+
+    carrier: dict[str, str] = {}
+    context = SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(1))
+    FormatsPropagator([Tagged()]).inject_span(NonRecordingSpan(context), carrier)
+    assert carrier == {"traceparent": "tagged"}

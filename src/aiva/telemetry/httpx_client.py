@@ -162,7 +162,7 @@ class _ClientCalls:
             attributes=attributes,
         )
         textmap = propagate.get_global_textmap()  # a user's own, set later, is honoured
-        if isinstance(textmap, FormatsPropagator):
+        if type(textmap) is FormatsPropagator:  # a subclass may inject otherwise
             textmap.inject_span(span, request.headers, parent)
         else:
             textmap.inject(request.headers, context=trace.set_span_in_context(span, parent))
@@ -266,5 +266,5 @@ def _protocol_version(response: httpx.Response) -> str | None:
     if known is not None:
         return known
     if isinstance(version, bytes) and version.startswith(b"HTTP/"):
-        return version[5:].decode("ascii", errors="replace")
+        return version[5:].decode("ascii")
     return None

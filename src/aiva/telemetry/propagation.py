@@ -6,15 +6,18 @@ from collections.abc import MutableMapping, Sequence
 from importlib.metadata import entry_points
 
 from opentelemetry import baggage, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-W3C_FORMATS = frozenset({"tracecontext", "baggage"})
+_W3C_CLASSES = frozenset({TraceContextTextMapPropagator, W3CBaggagePropagator})
 
 
 class FormatsPropagator(CompositePropagator):
-    """The named formats in order, as the API's CompositePropagator, knowing their names.
+    """The configured formats in order: the API's CompositePropagator, and a client span's
+    headers written more cheaply.
 
     `inject_span` writes a client span's headers. For W3C trace context (and baggage,
     when the context carries none) it formats `traceparent` and `tracestate` itself:
@@ -24,11 +27,13 @@ class FormatsPropagator(CompositePropagator):
     generic inject. tests/telemetry/test_propagation.py compares both byte for byte.
     """
 
-    def __init__(self, names: Sequence[str], propagators: Sequence[TextMapPropagator]) -> None:
+    def __init__(self, propagators: Sequence[TextMapPropagator]) -> None:
         super().__init__(propagators)
-        self.names = tuple(names)
-        self._direct = "tracecontext" in self.names and W3C_FORMATS.issuperset(self.names)
-        self._baggage = "baggage" in self.names
+        # Decided from the propagators themselves (exactly the API's W3C classes), not
+        # their names: whatever else was handed over keeps its own inject.
+        kinds = {type(p) for p in propagators}
+        self._direct = TraceContextTextMapPropagator in kinds and kinds <= _W3C_CLASSES
+        self._baggage = W3CBaggagePropagator in kinds
 
     def inject_span(
         self, span: trace.Span, carrier: MutableMapping[str, str], parent: Context | None = None
@@ -54,7 +59,7 @@ def build_propagator(names: Sequence[str]) -> FormatsPropagator:
     for name in names:
         (entry,) = entry_points(group="opentelemetry_propagator", name=name)
         propagators.append(entry.load()())
-    return FormatsPropagator(names, propagators)
+    return FormatsPropagator(propagators)
 
 
 def header_names(propagator: TextMapPropagator) -> frozenset[bytes]:
