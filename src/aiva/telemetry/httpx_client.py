@@ -257,14 +257,8 @@ def _full_url(url: httpx.URL) -> str:
     return str(url)
 
 
-_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2", b"HTTP/3": "3"}
-
-
 def _protocol_version(response: httpx.Response) -> str | None:
     version = response.extensions.get("http_version")  # b"HTTP/1.1", b"HTTP/2"
-    known = _VERSIONS.get(version) if isinstance(version, bytes) else None
-    if known is not None:
-        return known
     if isinstance(version, bytes) and version.startswith(b"HTTP/"):
         return version[5:].decode("ascii")
     return None
