@@ -9,7 +9,9 @@ of about 20). Here the ASGI app is called directly on one core:
    (`create_app`'s way: `instrument` on a Starlette app), same route, same settings
    (traces, Prometheus reader, the JSON access line to /dev/null);
 2. CPU µs one httpx client span adds to a request against what aiva's server span
-   adds (`span_costs`: traces on against telemetry off, aiva_traces' settings).
+   adds (`span_costs`: Starlette under `instrument` with aiva_traces' settings against
+   bare Starlette, each span exported to a real rotel inside the clock; the span alone,
+   against `instrument` with telemetry off, for reference).
 
 Rounds are interleaved; each figure is the median over rounds. Run:
 `taskset -c 0 python benchmarks/instrument_inprocess.py [--rounds 7] [--spans-only]`
