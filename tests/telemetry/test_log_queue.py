@@ -3,6 +3,7 @@ bound that drops and counts, one line once drops stop, and a close that cannot h
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -123,3 +124,59 @@ def test_closing_while_the_reader_stalls_returns_and_counts_what_is_left() -> No
     assert time.monotonic() - started < DRAIN_S + 0.3
     assert output.dropped == 4
     target.gate.set()
+
+
+class CountedWrites(io.StringIO):
+    """A console stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_console_writes_queued_lines_together_each_in_its_own_context() -> None:
+    stream = CountedWrites()
+    target = logging.StreamHandler(stream)
+    output = QueuedOutput("console", target)
+    output.setFormatter(JsonFormatter())
+    target.acquire()  # the first write's flush waits for it: the rest queue up behind
+    try:
+        output.handle(record("first"))
+        deadline = time.monotonic() + 5
+        while not stream.writes and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for index in range(100):
+            token = request_id_var.set(f"req-{index}")
+            output.handle(record(f"line {index}"))
+            request_id_var.reset(token)
+    finally:
+        target.release()
+    output.flush()
+    output.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["first"] + [f"line {i}" for i in range(100)]
+    assert [line["request_id"] for line in lines[1:]] == [f"req-{i}" for i in range(100)]
+    assert stream.writes == 3  # "first", then the 100 in writes of at most 64 lines
+
+
+def test_a_line_that_cannot_be_formatted_costs_only_itself() -> None:
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    failed: list[str] = []
+    target.handleError = lambda r: failed.append(str(r.msg))  # type: ignore[method-assign]
+    output = QueuedOutput("console", target)
+    output.setFormatter(JsonFormatter())
+    output.handle(record("before"))
+    output.handle(logging.makeLogRecord({"msg": "%d items", "args": ("many",), "levelno": 20}))
+    output.handle(record("after"))
+    output.flush()
+    output.close()
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
+        "before",
+        "after",
+    ]
+    assert failed == ["%d items"]

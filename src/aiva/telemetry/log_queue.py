@@ -9,6 +9,10 @@ in the output's thread), and formatted and written there. A full queue drops the
 and counts it (`aiva.logs.dropped{output}`); once the queue has drained again, one
 WARNING line says how many were dropped.
 
+The console's thread writes the lines queued together in one write (up to 64): a
+write and a flush a line cost its thread about 8 CPU µs a record more here (about 30
+against 22 for a record queued, formatted and written; `_write_batch`).
+
 The console's thread writes to the file descriptor itself (`os.write`), not through
 `sys.stderr`: a thread blocked in a write through `sys.stderr` holds its buffer's lock,
 which the interpreter needs at exit ("could not acquire lock for <stderr> at interpreter
@@ -28,7 +32,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -49,6 +53,8 @@ DRAIN_S = 0.5
 # long at most), and blocks on it after a second without any.
 _POLL_S = 0.01
 _QUIET_POLLS = 100
+# Records a console write takes at most (about 350 bytes each: a write of some 20 KiB).
+_BATCH = 64
 _STOP = object()
 _logger = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ class QueuedOutput(logging.Handler):
         super().__init__()
         self.output = output
         self.target = target
+        self._write_lines = _batch_writer(target)
         self._capacity = capacity
         # SimpleQueue: 0.1 µs a put against 0.9 for queue.Queue's put_nowait (its lock
         # and condition); the bound is checked with qsize(), which concurrent emitters
@@ -157,8 +164,9 @@ class QueuedOutput(logging.Handler):
         return self._queue.get()
 
     def _drain(self) -> None:
+        follower = None  # a flush or a stop met behind a batch of records: handled next
         while True:
-            item = self._next()
+            item, follower = (self._next() if follower is None else follower), None
             if item is _STOP:
                 return
             if isinstance(item, threading.Event):  # a flush
@@ -168,11 +176,50 @@ class QueuedOutput(logging.Handler):
                     self.target.flush()
                 item.set()
                 continue
-            context, record = item
-            # Formatted in the context the record was logged in: the trace and span ids,
-            # the request id and the bound fields are read from it.
-            context.run(self.target.emit, record)
+            if self._write_lines is None:
+                context, record = item
+                # Formatted in the context the record was logged in: the trace and span
+                # ids, the request id and the bound fields are read from it.
+                context.run(self.target.emit, record)
+            else:
+                follower = self._write_batch(item)
             self._report_drops()
+
+    def _write_batch(self, first: tuple[contextvars.Context, logging.LogRecord]) -> Any:
+        """`first` and the records queued behind it (up to _BATCH), each formatted in its
+        own context and written in one go; the flush or stop met behind them, if any.
+
+        Line by line, a StreamHandler's emit is a write and a flush (its lock taken) a
+        record: 4.7 of the 13.4 CPU µs a JSON line cost the console's thread here, 2.5
+        for lines written 16 at a time (as the queue holds them under load)."""
+        items = [first]
+        follower = None
+        while len(items) < _BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, tuple):
+                follower = item
+                break
+            items.append(item)
+        lines = []
+        for context, record in items:
+            try:
+                lines.append(context.run(self.target.format, record))
+            except RecursionError:  # as StreamHandler.emit
+                raise
+            except Exception:  # noqa: BLE001 - reported by handleError, as emit does
+                self.target.handleError(record)
+        if lines:
+            assert self._write_lines is not None
+            try:
+                self._write_lines(lines)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - reported by handleError, as emit does
+                self.target.handleError(items[-1][1])
+        return follower
 
     def _report_drops(self) -> None:
         """One line, once the queue has drained after drops: the reader keeps up again."""
@@ -185,6 +232,21 @@ class QueuedOutput(logging.Handler):
             count,
             self.output,
         )
+
+
+def _batch_writer(target: logging.Handler) -> Callable[[list[str]], None] | None:
+    """How a batch of formatted lines is written to a plain StreamHandler's stream (one
+    write, then its flush, as its emit does a line); None for any other handler (the
+    rotating file's emit rolls the file over between records: it writes one by one)."""
+    if type(target) is not logging.StreamHandler:
+        return None
+    stream, terminator = target.stream, target.terminator
+
+    def write_lines(lines: list[str]) -> None:
+        stream.write(terminator.join(lines) + terminator)
+        target.flush()
+
+    return write_lines
 
 
 class _FdWriter:
