@@ -8,7 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiva.heap import freeze_long_lived, refreeze_if_frozen
+from aiva.heap import (
+    DEFAULT_YOUNG_THRESHOLD,
+    SERVER_YOUNG_THRESHOLD,
+    freeze_long_lived,
+    refreeze_if_frozen,
+)
 
 
 class _Node:
@@ -18,9 +23,11 @@ class _Node:
 
 @pytest.fixture(autouse=True)
 def _thawed() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()  # the test process goes on collecting as before
+    gc.set_threshold(*thresholds)
 
 
 def test_a_refreeze_freezes_what_the_reload_built_without_collecting() -> None:
@@ -39,3 +46,22 @@ def test_a_refreeze_freezes_what_the_reload_built_without_collecting() -> None:
 def test_nothing_is_frozen_where_nothing_was() -> None:
     refreeze_if_frozen()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.fixture
+def _default_thresholds() -> None:
+    gc.set_threshold(DEFAULT_YOUNG_THRESHOLD, 10, 10)  # _thawed puts the test's own back
+
+
+@pytest.mark.usefixtures("_default_thresholds")
+def test_the_server_raises_the_young_generations_default_threshold() -> None:
+    freeze_long_lived()
+    assert gc.get_threshold() == (SERVER_YOUNG_THRESHOLD, 10, 10)
+
+
+@pytest.mark.usefixtures("_default_thresholds")
+@pytest.mark.parametrize("chosen", [0, 2_000, 50_000])
+def test_a_threshold_the_service_chose_stays(chosen: int) -> None:
+    gc.set_threshold(chosen, 10, 10)
+    freeze_long_lived()
+    assert gc.get_threshold() == (chosen, 10, 10)

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from aiva.heap import DEFAULT_YOUNG_THRESHOLD, SERVER_YOUNG_THRESHOLD
 from aiva.server import _Server
 from infra.ports import free_port
 
@@ -23,6 +24,8 @@ async def _hello(request: object) -> PlainTextResponse:
 
 def test_start_up_leaves_its_heap_frozen_and_serves() -> None:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(DEFAULT_YOUNG_THRESHOLD, *thresholds[1:])
     port = free_port()
     app = Starlette(routes=[Route("/", _hello)])
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
@@ -35,9 +38,11 @@ def test_start_up_leaves_its_heap_frozen_and_serves() -> None:
             time.sleep(0.05)
         assert server.started
         assert gc.get_freeze_count() > 0, "start-up did not freeze its heap within 10 s"
+        assert gc.get_threshold()[0] == SERVER_YOUNG_THRESHOLD
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5, trust_env=False).text == "hello"
     finally:
         server.should_exit = True
         thread.join(10)
         gc.unfreeze()  # the test process goes on collecting as before
+        gc.set_threshold(*thresholds)
     assert not thread.is_alive()

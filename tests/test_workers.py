@@ -26,6 +26,7 @@ import pytest
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from aiva.fast.uvicorn_workers import WORKER_STARTING_METHODS, AivaMultiprocess, AivaWorker
+from aiva.heap import SERVER_YOUNG_THRESHOLD
 from infra.rotel import Rotel
 from infra.service import REPO_ROOT, SRC_DIR, AivaService
 from infra.wait import wait_for
@@ -268,6 +269,9 @@ def test_every_worker_freezes_its_heap_and_sigint_ends_them_cleanly(
     service = _serve(aiva_service)
     workers = _workers(service)
     assert all(count > 0 for count in workers.values()), workers
+    with service.client() as client:
+        thresholds = {_whoami(client)["gc_young_threshold"] for _ in range(10)}
+    assert thresholds == {SERVER_YOUNG_THRESHOLD}
     service.signal(signal.SIGINT)
     assert service.wait(EXIT_BOUND_S) == 0
     log = service.log_text()

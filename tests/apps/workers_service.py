@@ -31,7 +31,13 @@ IN_FLIGHT_AFTER_S = 0.3  # still in flight this long after the drain began
 
 
 async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"pid": os.getpid(), "freeze_count": gc.get_freeze_count()})
+    return JSONResponse(
+        {
+            "pid": os.getpid(),
+            "freeze_count": gc.get_freeze_count(),
+            "gc_young_threshold": gc.get_threshold()[0],
+        }
+    )
 
 
 async def watch_drain(request: Request) -> StreamingResponse:
