@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 
@@ -38,7 +39,8 @@ def test_start_up_leaves_its_heap_frozen_and_serves() -> None:
             time.sleep(0.05)
         assert server.started
         assert gc.get_freeze_count() > 0, "start-up did not freeze its heap within 10 s"
-        assert gc.get_threshold()[0] == SERVER_YOUNG_THRESHOLD
+        if sys.version_info < (3, 14):  # left alone on 3.14's collector (aiva.heap)
+            assert gc.get_threshold()[0] == SERVER_YOUNG_THRESHOLD
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5, trust_env=False).text == "hello"
     finally:
         server.should_exit = True

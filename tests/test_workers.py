@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,8 @@ def _workers(service: AivaService, count: int = 2) -> dict[int, int]:
         for _ in range(200):
             body = _whoami(client)
             seen[body["pid"]] = body["freeze_count"]
+            if sys.version_info < (3, 14):  # each worker starts as `aiva serve` does
+                assert body["gc_young_threshold"] == SERVER_YOUNG_THRESHOLD, body
             if len(seen) == count:
                 break
     assert len(seen) == count, f"{len(seen)} workers answered 200 requests: {seen}"
@@ -269,9 +272,6 @@ def test_every_worker_freezes_its_heap_and_sigint_ends_them_cleanly(
     service = _serve(aiva_service)
     workers = _workers(service)
     assert all(count > 0 for count in workers.values()), workers
-    with service.client() as client:
-        thresholds = {_whoami(client)["gc_young_threshold"] for _ in range(10)}
-    assert thresholds == {SERVER_YOUNG_THRESHOLD}
     service.signal(signal.SIGINT)
     assert service.wait(EXIT_BOUND_S) == 0
     log = service.log_text()

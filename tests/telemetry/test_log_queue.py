@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from logging import StreamHandler
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -126,20 +128,28 @@ def test_closing_while_the_reader_stalls_returns_and_counts_what_is_left() -> No
     target.gate.set()
 
 
-class CountedWrites(io.StringIO):
-    """A console stream that counts its writes."""
+class KeptWrites(io.StringIO):
+    """A console stream that keeps each write's text; from its `hang_at`-th write on, a
+    write waits for the gate (a reader that stalls), at most 10 s."""
 
-    def __init__(self) -> None:
+    def __init__(self, hang_at: int = 0) -> None:
         super().__init__()
-        self.writes = 0
+        self.writes: list[str] = []
+        self.hang_at = hang_at
+        self.gate = threading.Event()
+        self.hanging = threading.Event()
 
     def write(self, text: str) -> int:
-        self.writes += 1
+        self.writes.append(text)
+        if self.hang_at and len(self.writes) >= self.hang_at:
+            self.hanging.set()
+            self.gate.wait(10)
         return super().write(text)
 
 
-def test_the_console_writes_queued_lines_together_each_in_its_own_context() -> None:
-    stream = CountedWrites()
+def _queued_behind_first(stream: KeptWrites, count: int) -> tuple[QueuedOutput, StreamHandler]:
+    """A console output over `stream` that has written "first" and, held in that write's
+    flush, has `count` more records ("line N", request id "req-N") queued behind it."""
     target = logging.StreamHandler(stream)
     output = QueuedOutput("console", target)
     output.setFormatter(JsonFormatter())
@@ -149,18 +159,41 @@ def test_the_console_writes_queued_lines_together_each_in_its_own_context() -> N
         deadline = time.monotonic() + 5
         while not stream.writes and time.monotonic() < deadline:
             time.sleep(0.001)
-        for index in range(100):
+        for index in range(count):
             token = request_id_var.set(f"req-{index}")
             output.handle(record(f"line {index}"))
             request_id_var.reset(token)
     finally:
         target.release()
+    return output, target
+
+
+def test_the_console_writes_queued_lines_together_each_in_its_own_context() -> None:
+    stream = KeptWrites()
+    output, _ = _queued_behind_first(stream, 100)
     output.flush()
     output.close()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["first"] + [f"line {i}" for i in range(100)]
     assert [line["request_id"] for line in lines[1:]] == [f"req-{i}" for i in range(100)]
-    assert stream.writes == 3  # "first", then the 100 in writes of at most 64 lines
+    # Together, but never more than the pipe keeps whole in one write (workers share it).
+    assert len(stream.writes) < 20
+    assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes)
+    assert all(text.endswith("\n") for text in stream.writes)
+
+
+def test_closing_while_a_console_write_hangs_counts_every_line_not_handed_to_it() -> None:
+    stream = KeptWrites(hang_at=2)  # "first" is written; the next write hangs
+    output, _ = _queued_behind_first(stream, 100)
+    assert stream.hanging.wait(5)
+    started = time.monotonic()
+    output.close()
+    assert time.monotonic() - started < DRAIN_S + 0.3
+    in_the_write = stream.writes[1].count("\n")
+    assert 1 < in_the_write < 100
+    # As before for the one record in a hanging write: its lines are not counted.
+    assert output.dropped == 100 - in_the_write
+    stream.gate.set()
 
 
 def test_a_line_that_cannot_be_formatted_costs_only_itself() -> None:

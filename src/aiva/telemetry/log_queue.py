@@ -9,9 +9,8 @@ in the output's thread), and formatted and written there. A full queue drops the
 and counts it (`aiva.logs.dropped{output}`); once the queue has drained again, one
 WARNING line says how many were dropped.
 
-The console's thread writes the lines queued together in one write (up to 64): a
-write and a flush a line cost its thread about 8 CPU µs a record more here (about 30
-against 22 for a record queued, formatted and written; `_write_batch`).
+The console's thread writes the lines queued together, in writes of at most PIPE_BUF
+bytes (`_write_lines`).
 
 The console's thread writes to the file descriptor itself (`os.write`), not through
 `sys.stderr`: a thread blocked in a write through `sys.stderr` holds its buffer's lock,
@@ -32,7 +31,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -53,7 +52,8 @@ DRAIN_S = 0.5
 # long at most), and blocks on it after a second without any.
 _POLL_S = 0.01
 _QUIET_POLLS = 100
-# Records a console write takes at most (about 350 bytes each: a write of some 20 KiB).
+# Records the console's thread takes from its queue at a time (written PIPE_BUF bytes a
+# write, about 11 of an operation's lines).
 _BATCH = 64
 _STOP = object()
 _logger = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class QueuedOutput(logging.Handler):
         super().__init__()
         self.output = output
         self.target = target
-        self._write_lines = _batch_writer(target)
+        # A plain StreamHandler (the console) is written a batch of lines at a time; any
+        # other (the rotating file rolls over between records) a record at a time.
+        self._batched = type(target) is logging.StreamHandler
+        self._unwritten = 0  # formatted lines of the batch not yet handed to a write
         self._capacity = capacity
         # SimpleQueue: 0.1 µs a put against 0.9 for queue.Queue's put_nowait (its lock
         # and condition); the bound is checked with qsize(), which concurrent emitters
@@ -131,7 +134,8 @@ class QueuedOutput(logging.Handler):
 
     def close(self) -> None:
         """Write what is queued (waiting at most DRAIN_S), then stop the thread; records
-        still queued when it cannot are counted as dropped."""
+        still queued when it cannot, or formatted but not yet handed to a write behind
+        the one that hangs, are counted as dropped."""
         self._closed = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
@@ -142,7 +146,7 @@ class QueuedOutput(logging.Handler):
                 left += isinstance(self._queue.get_nowait(), tuple)
             self._queue.put(_STOP)  # should the write ever return
             with self._drop_lock:
-                self.dropped += left
+                self.dropped += left + self._unwritten
         else:  # the thread no longer writes to it
             self.target.close()
         super().close()
@@ -176,7 +180,7 @@ class QueuedOutput(logging.Handler):
                     self.target.flush()
                 item.set()
                 continue
-            if self._write_lines is None:
+            if not self._batched:
                 context, record = item
                 # Formatted in the context the record was logged in: the trace and span
                 # ids, the request id and the bound fields are read from it.
@@ -187,11 +191,8 @@ class QueuedOutput(logging.Handler):
 
     def _write_batch(self, first: tuple[contextvars.Context, logging.LogRecord]) -> Any:
         """`first` and the records queued behind it (up to _BATCH), each formatted in its
-        own context and written in one go; the flush or stop met behind them, if any.
-
-        Line by line, a StreamHandler's emit is a write and a flush (its lock taken) a
-        record: 4.7 of the 13.4 CPU µs a JSON line cost the console's thread here, 2.5
-        for lines written 16 at a time (as the queue holds them under load)."""
+        own context, then written together (`_write_lines`); the flush or stop met behind
+        them, if any."""
         items = [first]
         follower = None
         while len(items) < _BATCH:
@@ -206,20 +207,38 @@ class QueuedOutput(logging.Handler):
         lines = []
         for context, record in items:
             try:
-                lines.append(context.run(self.target.format, record))
+                lines.append((context.run(self.target.format, record), record))
             except RecursionError:  # as StreamHandler.emit
                 raise
             except Exception:  # noqa: BLE001 - reported by handleError, as emit does
                 self.target.handleError(record)
-        if lines:
-            assert self._write_lines is not None
+        self._write_lines(lines)
+        return follower
+
+    def _write_lines(self, lines: list[tuple[str, logging.LogRecord]]) -> None:
+        """The lines in writes of at most PIPE_BUF bytes each (a longer line alone, as
+        before): the workers of `aiva serve --workers N` share the console's pipe, and
+        the kernel keeps a write that size whole, so no line is cut into by another's.
+
+        One write and one flush a line (the StreamHandler's emit, its lock taken each
+        time) cost about 28 CPU µs a record for the whole process against 25 this way
+        (`benchmarks/console_lines_inprocess.py`, lines of an operation, about 11 a
+        write; 0.5 µs of the saving goes to keeping writes within PIPE_BUF). A write
+        that fails costs its lines (handleError names the first)."""
+        target = self.target
+        assert isinstance(target, logging.StreamHandler)  # _batched: exactly one
+        terminator = target.terminator
+        self._unwritten = len(lines)
+        for chunk in _pipe_chunks(lines, len(terminator)):
+            self._unwritten -= len(chunk)  # handed to a write (one that hangs: as before)
             try:
-                self._write_lines(lines)
+                target.stream.write("".join(line + terminator for line, _ in chunk))
             except RecursionError:
                 raise
             except Exception:  # noqa: BLE001 - reported by handleError, as emit does
-                self.target.handleError(items[-1][1])
-        return follower
+                target.handleError(chunk[0][1])
+        with contextlib.suppress(OSError, ValueError):  # as logging.shutdown's flush
+            target.flush()
 
     def _report_drops(self) -> None:
         """One line, once the queue has drained after drops: the reader keeps up again."""
@@ -234,19 +253,21 @@ class QueuedOutput(logging.Handler):
         )
 
 
-def _batch_writer(target: logging.Handler) -> Callable[[list[str]], None] | None:
-    """How a batch of formatted lines is written to a plain StreamHandler's stream (one
-    write, then its flush, as its emit does a line); None for any other handler (the
-    rotating file's emit rolls the file over between records: it writes one by one)."""
-    if type(target) is not logging.StreamHandler:
-        return None
-    stream, terminator = target.stream, target.terminator
-
-    def write_lines(lines: list[str]) -> None:
-        stream.write(terminator.join(lines) + terminator)
-        target.flush()
-
-    return write_lines
+def _pipe_chunks(
+    lines: list[tuple[str, logging.LogRecord]], terminator: int
+) -> Iterator[list[tuple[str, logging.LogRecord]]]:
+    """The lines in runs of at most select.PIPE_BUF bytes (UTF-8), a longer line alone."""
+    chunk: list[tuple[str, logging.LogRecord]] = []
+    size = 0
+    for line, record in lines:
+        length = (len(line) if line.isascii() else len(line.encode(errors="replace"))) + terminator
+        if chunk and size + length > select.PIPE_BUF:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((line, record))
+        size += length
+    if chunk:
+        yield chunk
 
 
 class _FdWriter:
